@@ -1,0 +1,92 @@
+"""Fault and latency injection: seeded, per endpoint class, and replayable regardless of request interleaving."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class FaultRule:
+    """What to do to requests of the endpoint classes matching `match` (a glob such as `arm`, `acr.*`)."""
+
+    match: str = "*"
+    latency_ms: float = 0.0
+    error_rate: float = 0.0  # share of requests answered with one of `statuses`
+    statuses: tuple[int, ...] = (429, 500, 503)
+    retry_after: float = 1.0  # seconds, sent with 429 and 503
+    drop_rate: float = 0.0  # share of requests whose connection is dropped without an answer
+    methods: tuple[str, ...] = ()  # empty: every method
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "FaultRule":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown fault rule keys {sorted(unknown)}; known: {sorted(known)}")
+        data = dict(raw)
+        for key in ("statuses", "methods"):
+            if key in data:
+                data[key] = tuple(data[key])
+        rule = cls(**data)
+        for key in ("error_rate", "drop_rate"):
+            if not 0.0 <= getattr(rule, key) <= 1.0:
+                raise ValueError(f"fault rule {key} must be between 0 and 1")
+        return rule
+
+
+@dataclass
+class FaultDecision:
+    latency_s: float = 0.0
+    status: int | None = None
+    retry_after: float | None = None
+    drop: bool = False
+
+
+@dataclass
+class FaultPlan:
+    """The active rules plus a seed. Each request's fate is a hash of (seed, class, method, path, n-th time seen)."""
+
+    seed: int = 0
+    rules: list[FaultRule] = field(default_factory=list)
+    _seen: Counter = field(default_factory=Counter, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def configure(self, rules: list[dict[str, Any]] | list[FaultRule], seed: int | None = None) -> None:
+        parsed = [r if isinstance(r, FaultRule) else FaultRule.from_dict(r) for r in rules]
+        with self._lock:
+            self.rules = parsed
+            if seed is not None:
+                self.seed = seed
+            self._seen.clear()
+
+    def _draw(self, key: str, salt: str) -> float:
+        digest = hashlib.sha256(f"{self.seed}|{key}|{salt}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    def decide(self, endpoint_class: str, method: str, path: str) -> FaultDecision:
+        decision = FaultDecision()
+        with self._lock:
+            rules = [
+                r for r in self.rules
+                if fnmatch.fnmatchcase(endpoint_class, r.match) and (not r.methods or method in r.methods)
+            ]
+            if not rules:
+                return decision
+            base = f"{endpoint_class}|{method}|{path}"
+            self._seen[base] += 1
+            key = f"{base}|{self._seen[base]}"
+        for rule in rules:
+            decision.latency_s += rule.latency_ms / 1000.0
+            if decision.status is None and not decision.drop:
+                if rule.drop_rate and self._draw(key, f"drop:{rule.match}") < rule.drop_rate:
+                    decision.drop = True
+                elif rule.error_rate and self._draw(key, f"err:{rule.match}") < rule.error_rate:
+                    pick = self._draw(key, f"status:{rule.match}")
+                    decision.status = rule.statuses[int(pick * len(rule.statuses)) % len(rule.statuses)]
+                    decision.retry_after = rule.retry_after if decision.status in (429, 503) else None
+        return decision

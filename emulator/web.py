@@ -1,0 +1,116 @@
+"""HTTP plumbing shared by every emulated service: error bodies, request logging and fault injection middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .faults import FaultPlan
+from .model import World
+from .tokens import TokenAuthority
+
+
+@dataclass
+class Context:
+    """What every service needs: the world, the fault plan, the token authority and where things live."""
+
+    world: World
+    faults: FaultPlan
+    tokens: TokenAuthority
+    identity_header: str
+    state_dir: Path
+    management_url: str = ""  # https://127.0.0.1:PORT (ARM, identity, Event Grid topics, admin)
+    loop: asyncio.AbstractEventLoop | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # per-service runtime objects (e.g. the Event Grid dispatcher)
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json; charset=utf-8", **(headers or {})},
+    )
+
+
+def arm_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """ARM's error envelope: {"error": {"code", "message"}}."""
+    return json_response(status, {"error": {"code": code, "message": message}}, headers)
+
+
+def acr_error(status: int, code: str, message: str, detail: Any = None, headers: dict[str, str] | None = None) -> web.Response:
+    """The registry's (docker distribution) error envelope: {"errors": [{"code", "message", "detail"}]}."""
+    return json_response(status, {"errors": [{"code": code, "message": message, "detail": detail}]}, headers)
+
+
+Classifier = Callable[[web.Request], str]
+
+
+def service_middleware(ctx: Context, classify: Classifier, host: str = "", error_style: str = "arm"):
+    """Record every request in the world's request log and apply the fault plan for its endpoint class.
+
+    `classify` names the endpoint class of a request, `service.kind` (e.g. `arm.agentpools`, `acr.streaming`).
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        endpoint_class = classify(request)
+        status = 0
+        try:
+            if not request.path.startswith("/_emulator"):
+                decision = ctx.faults.decide(endpoint_class, request.method, request.path)
+                if decision.latency_s:
+                    await asyncio.sleep(decision.latency_s)
+                if decision.drop:
+                    status = -1
+                    if request.transport is not None:
+                        request.transport.abort()
+                    raise ConnectionResetError("emulator fault: connection dropped")
+                if decision.status is not None:
+                    headers = {}
+                    if decision.retry_after is not None:
+                        headers["Retry-After"] = str(int(decision.retry_after)) if decision.retry_after >= 1 else f"{decision.retry_after:g}"
+                    code = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}.get(decision.status, "InjectedFault")
+                    message = f"emulator fault injection ({endpoint_class})"
+                    resp = (
+                        arm_error(decision.status, code, message, headers)
+                        if error_style == "arm"
+                        else acr_error(decision.status, code.upper(), message, headers=headers)
+                    )
+                    status = resp.status
+                    return resp
+            try:
+                resp = await handler(request)
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            status = resp.status
+            return resp
+        finally:
+            ctx.world.record(
+                service=endpoint_class.split(".")[0],
+                endpoint_class=endpoint_class,
+                host=host,
+                method=request.method,
+                path=request.path,
+                query=request.query_string,
+                status=status or 500,  # -1: dropped connection; 500: the handler crashed
+            )
+
+    return middleware
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request's JSON body; raises ValueError with a readable reason when it is not JSON."""
+    raw = await request.read()
+    if not raw:
+        raise ValueError("the request body is empty")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc

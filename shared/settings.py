@@ -1,0 +1,109 @@
+"""Reading app settings: typed parsers that fail once, at start-up, with a message naming the setting."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed. The message names it, says what was found and what is expected."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.setting = name
+        super().__init__(f"setting {name}: {problem}")
+
+
+class Env:
+    """Typed access to a settings mapping (os.environ by default)."""
+
+    def __init__(self, source: Mapping[str, str] | None = None) -> None:
+        self.source = os.environ if source is None else source
+
+    def raw(self, name: str) -> str | None:
+        value = self.source.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def str(self, name: str, default: str | None = None) -> str | None:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def required(self, name: str, hint: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            raise SettingsError(name, f"is required: {hint}")
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = (self.raw(name) or default).lower()
+        if value not in choices:
+            raise SettingsError(name, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(name, f"{value!r} is not a boolean (use true or false)")
+
+    def number(self, name: str, default: T, parse: Callable[[str], T], minimum: float | None = None,
+               maximum: float | None = None) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            parsed = parse(value)
+        except ValueError:
+            raise SettingsError(name, f"{value!r} is not a {parse.__name__}") from None
+        if minimum is not None and parsed < minimum:  # type: ignore[operator]
+            raise SettingsError(name, f"{value} is below the minimum {minimum}")
+        if maximum is not None and parsed > maximum:  # type: ignore[operator]
+            raise SettingsError(name, f"{value} is above the maximum {maximum}")
+        return parsed
+
+    def list(self, name: str) -> list[str]:
+        """A comma, semicolon or newline separated list; empty when unset."""
+        value = self.raw(name)
+        if value is None:
+            return []
+        for sep in (";", "\n"):
+            value = value.replace(sep, ",")
+        return [item.strip() for item in value.split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class AzureSettings:
+    """Where Azure is: the ARM endpoint and audience (public cloud by default; sovereign clouds and the emulator differ)."""
+
+    arm_endpoint: str = DEFAULT_ARM_ENDPOINT
+    arm_audience: str = "https://management.azure.com"
+    acr_audience: str = "https://management.azure.com"  # ACR's /oauth2/exchange takes an ARM token, as the az CLI sends
+    managed_identity_client_id: str | None = None  # AZURE_CLIENT_ID for a user-assigned identity
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> "AzureSettings":
+        env = env or Env()
+        endpoint = env.str("AUTOPILOT_ARM_ENDPOINT", DEFAULT_ARM_ENDPOINT) or DEFAULT_ARM_ENDPOINT
+        if not endpoint.startswith("https://"):
+            raise SettingsError("AUTOPILOT_ARM_ENDPOINT", f"{endpoint!r} must be an https:// URL")
+        audience = env.str("AUTOPILOT_ARM_AUDIENCE", "https://management.azure.com") or ""
+        return cls(
+            arm_endpoint=endpoint.rstrip("/"),
+            arm_audience=audience.rstrip("/"),
+            acr_audience=(env.str("AUTOPILOT_ACR_AUDIENCE", audience) or audience).rstrip("/"),
+            managed_identity_client_id=env.str("AZURE_CLIENT_ID"),
+        )
