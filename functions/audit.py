@@ -1,0 +1,5 @@
+"""(being built) Audit path trigger adapter: timer → shared.audit service."""
+
+import azure.functions as func
+
+bp = func.Blueprint()
