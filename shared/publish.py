@@ -1,0 +1,103 @@
+"""Outcome events: CloudEvents 1.0 to the optional Event Grid custom topic (AUTOPILOT_TOPIC_ENDPOINT), key or managed identity."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .settings import Env, SettingsError
+
+log = logging.getLogger("autopilot.publish")
+
+EVENT_SOURCE = "/autopilot/artifact-streaming"  # CloudEvent `source` of every outcome event
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    """Where outcome events go: an Event Grid custom topic endpoint and, optionally, its access key."""
+
+    endpoint: str
+    key: str | None = None  # None: authenticate with the app's managed identity (Event Grid Data Sender role)
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> TopicSettings | None:
+        env = env or Env()
+        endpoint = env.str("AUTOPILOT_TOPIC_ENDPOINT")
+        key = env.str("AUTOPILOT_TOPIC_KEY")
+        if endpoint is None:
+            if key is not None:
+                raise SettingsError("AUTOPILOT_TOPIC_KEY", "is set but AUTOPILOT_TOPIC_ENDPOINT is not; set both or neither")
+            return None
+        if not endpoint.startswith("https://"):
+            raise SettingsError(
+                "AUTOPILOT_TOPIC_ENDPOINT",
+                f"{endpoint!r} must be the topic's https:// endpoint (e.g. https://mytopic.eastus-1.eventgrid.azure.net/api/events)",
+            )
+        return cls(endpoint=endpoint, key=key)
+
+
+@dataclass(frozen=True)
+class OutgoingEvent:
+    event_type: str
+    subject: str
+    data: dict[str, Any]
+
+
+class OutcomePublisher:
+    """Publishes outcome CloudEvents to one custom topic. Build it with `from_env()`, which returns None when no topic is set.
+
+    Thread-safe: the underlying client is created lazily once and shared by every caller.
+    """
+
+    def __init__(self, settings: TopicSettings, credential: Any | None = None) -> None:
+        self.settings = settings
+        self._credential = credential
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> OutcomePublisher | None:
+        settings = TopicSettings.from_env(env)
+        return cls(settings) if settings else None
+
+    def _get_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from azure.eventgrid import EventGridPublisherClient
+
+                credential = self._credential
+                if credential is None:
+                    if self.settings.key:
+                        from azure.core.credentials import AzureKeyCredential
+
+                        credential = AzureKeyCredential(self.settings.key)
+                    else:
+                        from .azure_clients import credential as process_credential
+                        from .settings import AzureSettings
+
+                        credential = process_credential(AzureSettings.from_env())
+                self._client = EventGridPublisherClient(self.settings.endpoint, credential)
+            return self._client
+
+    def publish(self, event_type: str, subject: str, data: dict[str, Any]) -> None:
+        """Send one CloudEvent. Raises azure.core exceptions on failure (callers decide whether that is fatal)."""
+        self.publish_many([OutgoingEvent(event_type, subject, data)])
+
+    def publish_many(self, events: Iterable[OutgoingEvent | tuple[str, str, dict[str, Any]]]) -> int:
+        """Send several CloudEvents in one request; items are OutgoingEvent or (event_type, subject, data). Returns the count."""
+        from azure.core.messaging import CloudEvent
+
+        batch = []
+        for item in events:
+            ev = item if isinstance(item, OutgoingEvent) else OutgoingEvent(*item)
+            batch.append(
+                CloudEvent(source=EVENT_SOURCE, type=ev.event_type, subject=ev.subject, data=ev.data, id=str(uuid.uuid4()))
+            )
+        if not batch:
+            return 0
+        self._get_client().send(batch)
+        return len(batch)
