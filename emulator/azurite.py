@@ -43,7 +43,7 @@ class Azurite:
             f"BlobEndpoint=http://127.0.0.1:{self.port}/{ACCOUNT};"
         )
 
-    def start(self) -> "Azurite":
+    def start(self) -> Azurite:
         exe = find_azurite()
         if exe is None:
             raise RuntimeError("Azurite is not installed: run `npm ci` in the repository (make setup does it)")
@@ -74,7 +74,7 @@ class Azurite:
                 self._proc.kill()
         self._proc = None
 
-    def __enter__(self) -> "Azurite":
+    def __enter__(self) -> Azurite:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -23,7 +23,7 @@ class FaultRule:
     methods: tuple[str, ...] = ()  # empty: every method
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "FaultRule":
+    def from_dict(cls, raw: dict[str, Any]) -> FaultRule:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(raw) - known
         if unknown:

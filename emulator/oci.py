@@ -112,7 +112,7 @@ class PlatformSpec:
     os_version: str | None = None  # Windows images carry one
 
     @classmethod
-    def parse(cls, text: str) -> "PlatformSpec":
+    def parse(cls, text: str) -> PlatformSpec:
         parts = text.split("/")
         if len(parts) < 2:
             raise ValueError(f"platform {text!r} must look like os/arch[/variant]")

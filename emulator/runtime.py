@@ -19,7 +19,6 @@ from aiohttp import web
 
 from .azurite import Azurite
 from .faults import FaultPlan
-from .model import World
 from .scenario import load_scenario
 from .services import acr, admin, arm, eventgrid, identity
 from .tokens import TokenAuthority
@@ -81,7 +80,7 @@ class Emulator:
         self.endpoints: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         if self._azurite_opt is True:
             self._azurite = Azurite().start()
             self.storage_connection_string = self._azurite.connection_string
@@ -106,7 +105,7 @@ class Emulator:
             self._azurite.stop()
             self._azurite = None
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from . import oci
 from .faults import FaultRule
 from .model import (
     AgentPool,
@@ -21,7 +22,6 @@ from .model import (
     Subscription,
     World,
 )
-from . import oci
 
 DEFAULT_TENANT = "72f988bf-0000-4000-8000-00000000e001"
 GB = 1024**3

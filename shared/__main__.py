@@ -11,8 +11,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared", description="Artifact Streaming Autopilot operator CLI")
     parser.add_argument("-v", "--verbose", action="store_true", help="log HTTP traffic summaries and decisions")
     commands = parser.add_subparsers(dest="command", required=True)
-    from .push import cli as push_cli
     from .audit import cli as audit_cli
+    from .push import cli as push_cli
 
     push_cli.add_parser(commands)
     audit_cli.add_parser(commands)

@@ -95,7 +95,7 @@ class AzureSettings:
     managed_identity_client_id: str | None = None  # AZURE_CLIENT_ID for a user-assigned identity
 
     @classmethod
-    def from_env(cls, env: Env | None = None) -> "AzureSettings":
+    def from_env(cls, env: Env | None = None) -> AzureSettings:
         env = env or Env()
         endpoint = env.str("AUTOPILOT_ARM_ENDPOINT", DEFAULT_ARM_ENDPOINT) or DEFAULT_ARM_ENDPOINT
         if not endpoint.startswith("https://"):
