@@ -1,0 +1,55 @@
+"""The app's own storage account (locks, reports): a BlobServiceClient from AzureWebJobsStorage, key- or identity-based."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from .settings import Env, SettingsError
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
+
+SETTING = "AzureWebJobsStorage"
+_lock = threading.Lock()
+_clients: dict[str, BlobServiceClient] = {}
+
+
+def blob_service_client(source: Mapping[str, str] | None = None) -> BlobServiceClient:
+    """One client per storage target per process.
+
+    Accepts the two forms the Functions host accepts: a connection string in `AzureWebJobsStorage` (Azurite, or an account
+    key), or identity-based `AzureWebJobsStorage__blobServiceUri` / `AzureWebJobsStorage__accountName` with the managed identity.
+    """
+    env = Env(source)
+    conn = env.str(SETTING)
+    uri = env.str(f"{SETTING}__blobServiceUri")
+    account = env.str(f"{SETTING}__accountName")
+    if conn is None and uri is None and account:
+        uri = f"https://{account}.blob.core.windows.net"
+    key = conn or uri
+    if key is None:
+        raise SettingsError(
+            SETTING,
+            "is not set: give a storage connection string, or AzureWebJobsStorage__blobServiceUri / __accountName "
+            "for the managed identity (the app keeps its locks and reports there)",
+        )
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            from azure.storage.blob import BlobServiceClient
+
+            if conn is not None:
+                if "AccountName=" not in conn and "UseDevelopmentStorage" not in conn and "BlobEndpoint=" not in conn:
+                    raise SettingsError(SETTING, "is not a storage connection string (expected AccountName=…;AccountKey=… or BlobEndpoint=…)")
+                try:
+                    client = BlobServiceClient.from_connection_string(conn)
+                except ValueError as exc:
+                    raise SettingsError(SETTING, f"is not a valid storage connection string: {exc}") from None
+            else:
+                from .azure_clients import credential
+
+                client = BlobServiceClient(account_url=uri, credential=credential())
+            _clients[key] = client
+        return client
