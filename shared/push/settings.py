@@ -1,0 +1,58 @@
+"""Push-path app settings (AUTOPILOT_PUSH_*): read and validated once per instance, errors name the setting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..publish import TopicSettings
+from ..settings import AzureSettings, Env, SettingsError
+from .filters import ImageFilter, ImageGlob, RegistryAllowList
+
+GB = 1024**3
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    mode: str = "enforce"  # enforce: create conversions | report: log what would be done, create nothing
+    registries: RegistryAllowList = field(default_factory=RegistryAllowList)
+    filters: ImageFilter = field(default_factory=ImageFilter)
+    max_image_gb: float = 30.0  # the ACR guidance; larger images convert slowly
+    wait_seconds: float = 0.0  # 0: start the conversion and return; > 0: poll it up to this long
+    registry_cache_seconds: float = 300.0  # how long a registry's SKU/encryption answer is trusted
+    lock_seconds: int = 30  # blob lease per digest (Azure allows 15-60 s)
+    lock_container: str = "autopilot-locks"
+    not_found_window_seconds: float = 300.0  # RESOURCE_NOT_FOUND / manifest 404 this soon after the push: retry later
+    request_timeout_seconds: float = 30.0
+    topic: TopicSettings | None = None
+    azure: AzureSettings = field(default_factory=AzureSettings)
+
+    @property
+    def report_only(self) -> bool:
+        return self.mode == "report"
+
+    @property
+    def max_image_bytes(self) -> int:
+        return int(self.max_image_gb * GB)
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> PushSettings:
+        env = env or Env()
+        include = tuple(ImageGlob.parse(g, "AUTOPILOT_PUSH_INCLUDE") for g in env.list("AUTOPILOT_PUSH_INCLUDE"))
+        exclude = tuple(ImageGlob.parse(g, "AUTOPILOT_PUSH_EXCLUDE") for g in env.list("AUTOPILOT_PUSH_EXCLUDE"))
+        container = env.str("AUTOPILOT_PUSH_LOCK_CONTAINER", "autopilot-locks") or "autopilot-locks"
+        if not (3 <= len(container) <= 63) or not container.replace("-", "").isalnum() or container != container.lower():
+            raise SettingsError("AUTOPILOT_PUSH_LOCK_CONTAINER", f"{container!r} is not a blob container name (3-63 lowercase letters, digits, -)")
+        return cls(
+            mode=env.choice("AUTOPILOT_PUSH_MODE", ("enforce", "report"), "enforce"),
+            registries=RegistryAllowList.parse(env.list("AUTOPILOT_PUSH_REGISTRIES"), "AUTOPILOT_PUSH_REGISTRIES"),
+            filters=ImageFilter(include=include, exclude=exclude),
+            max_image_gb=env.number("AUTOPILOT_PUSH_MAX_IMAGE_GB", 30.0, float, minimum=0.001, maximum=10_000),
+            wait_seconds=env.number("AUTOPILOT_PUSH_WAIT_SECONDS", 0.0, float, minimum=0, maximum=540),
+            registry_cache_seconds=env.number("AUTOPILOT_PUSH_REGISTRY_CACHE_SECONDS", 300.0, float, minimum=0, maximum=86_400),
+            lock_seconds=env.number("AUTOPILOT_PUSH_LOCK_SECONDS", 30, int, minimum=15, maximum=60),
+            lock_container=container,
+            not_found_window_seconds=env.number("AUTOPILOT_PUSH_NOT_FOUND_WINDOW_SECONDS", 300.0, float, minimum=0, maximum=86_400),
+            request_timeout_seconds=env.number("AUTOPILOT_PUSH_TIMEOUT_SECONDS", 30.0, float, minimum=1, maximum=300),
+            topic=TopicSettings.from_env(env),
+            azure=AzureSettings.from_env(env),
+        )
