@@ -1,0 +1,205 @@
+"""Enforce: enable streaming on remediable pools carefully (ETag PUT, one pool per cluster, cap, failure threshold, budget)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+from .discovery import Clients, ClusterInfo, describe_error, pool_record
+from .model import (
+    ACTION_ENABLED,
+    ACTION_FAILED,
+    ACTION_SKIPPED,
+    ACTION_STARTED,
+    PendingRemediation,
+    PoolRecord,
+    ReportRow,
+)
+from .rules import classify
+from .settings import AuditSettings
+
+log = logging.getLogger("autopilot.audit.remediation")
+SDK_ERRORS = (HttpResponseError, ServiceRequestError, ServiceResponseError)
+
+
+@dataclass
+class Guard:
+    """The run's safety limits, shared by every cluster worker: the remediation cap and the failure threshold."""
+
+    cap: int
+    threshold: int
+    started: int = 0
+    failures: int = 0
+    stopped: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def reserve(self) -> str | None:
+        """Take one remediation slot; returns why not when none is left (or remediation has stopped)."""
+        with self._lock:
+            if self.stopped:
+                return self.stopped
+            if self.started >= self.cap:
+                return f"per-run cap of {self.cap} remediation(s) reached (AUTOPILOT_AUDIT_MAX_REMEDIATIONS)"
+            self.started += 1
+            return None
+
+    def release(self) -> None:
+        with self._lock:
+            self.started -= 1
+
+    def fail(self) -> None:
+        with self._lock:
+            self.failures += 1
+            if self.failures >= self.threshold and not self.stopped:
+                self.stopped = (
+                    f"failure threshold of {self.threshold} reached (AUTOPILOT_AUDIT_FAILURE_THRESHOLD); remediation stopped for this run"
+                )
+
+
+@dataclass
+class RemediationResult:
+    pending: list[PendingRemediation]
+    failures: int
+    stopped_early: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Remediator:
+    def __init__(self, settings: AuditSettings, clients: Clients) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.guard = Guard(cap=settings.max_remediations, threshold=settings.failure_threshold)
+        self.pending: list[PendingRemediation] = []
+        self._lock = threading.Lock()
+
+    def run(self, targets: list[tuple[PoolRecord, ReportRow]], progress: Callable[[str, int, int], None] | None = None
+            ) -> RemediationResult:
+        """Remediate `targets` (remediable pools with their report rows): clusters in parallel, pools of a cluster in turn."""
+        by_cluster: dict[tuple[str, str, str], list[tuple[PoolRecord, ReportRow]]] = defaultdict(list)
+        for record, row in targets:
+            by_cluster[record.cluster_key].append((record, row))
+        done = [0]
+        total = len(targets)
+
+        def tick() -> None:
+            with self._lock:
+                done[0] += 1
+                if progress:
+                    progress("remediation", done[0], total)
+
+        def work(items: list[tuple[PoolRecord, ReportRow]]) -> None:
+            blocked = ""
+            for record, row in sorted(items, key=lambda it: it[0].pool):
+                if blocked:
+                    row.action, row.outcome = ACTION_SKIPPED, blocked
+                else:
+                    still_running = self._one(record, row)
+                    if still_running:
+                        blocked = (f"waiting: pool {record.pool} in this cluster is still updating "
+                                   "(one pool per cluster at a time); next run")
+                tick()
+
+        with ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="audit-remediate") as pool:
+            list(pool.map(work, by_cluster.values()))
+        return RemediationResult(pending=self.pending, failures=self.guard.failures, stopped_early=self.guard.stopped)
+
+    # ----------------------------------------------------------------------------------------------------- one pool
+    def _fail(self, row: ReportRow, message: str) -> bool:
+        self.guard.fail()
+        row.action, row.outcome = ACTION_FAILED, message
+        log.warning("remediation of %s failed: %s", row.resource_id, message)
+        return False
+
+    def _one(self, record: PoolRecord, row: ReportRow) -> bool:
+        """Remediate one pool. Returns True when its operation is still running (the cluster must wait)."""
+        client = self.clients.aks(record.subscription_id).agent_pools
+        cluster = ClusterInfo(record.subscription_id, record.subscription_name, record.resource_group, record.cluster,
+                              record.kubernetes_version, record.cluster_provisioning_state, record.cluster_power_state,
+                              record.cluster_tags)
+        retried_412 = False
+        while True:
+            if self.guard.stopped:
+                row.action, row.outcome = ACTION_SKIPPED, self.guard.stopped
+                return False
+            try:
+                current = client.get(record.resource_group, record.cluster, record.pool)
+            except SDK_ERRORS as exc:
+                return self._fail(row, f"GET failed: {describe_error(exc)}")
+            fresh = pool_record(cluster, current)
+            decision = classify(fresh, self.settings)
+            if decision.state != "remediable":
+                row.state, row.reason = decision.state, decision.reason
+                row.action, row.outcome = ACTION_SKIPPED, f"changed since discovery; now {decision.state}: not touched"
+                return False
+            refusal = self.guard.reserve()
+            if refusal:
+                row.action, row.outcome = ACTION_SKIPPED, refusal
+                return False
+            current.artifact_streaming_profile = _streaming_profile(True)
+            kwargs: dict[str, Any] = {"polling_interval": self.settings.poll_seconds}
+            if current.e_tag:
+                kwargs.update(etag=current.e_tag, match_condition=MatchConditions.IfNotModified)
+            try:
+                poller = client.begin_create_or_update(record.resource_group, record.cluster, record.pool, current, **kwargs)
+            except ResourceModifiedError:
+                self.guard.release()
+                if retried_412:
+                    return self._fail(row, "412 PreconditionFailed twice: the pool keeps changing; left for the next run")
+                retried_412 = True
+                continue
+            except ResourceExistsError as exc:
+                self.guard.release()
+                row.state, row.reason = "busy", f"another operation is in progress ({describe_error(exc)})"
+                row.action, row.outcome = ACTION_SKIPPED, "409 from ARM: busy for this run"
+                return False
+            except SDK_ERRORS as exc:
+                self.guard.release()
+                return self._fail(row, f"PUT refused: {describe_error(exc)}")
+            return self._wait(poller, record, row, retried_412)
+
+    def _wait(self, poller: Any, record: PoolRecord, row: ReportRow, retried_412: bool) -> bool:
+        note = " (after one 412 re-read)" if retried_412 else ""
+        poller.wait(timeout=self.settings.lro_budget_seconds)
+        if not poller.done():
+            row.action = ACTION_STARTED
+            row.outcome = f"operation still running after {self.settings.lro_budget_seconds:g}s; verified next run{note}"
+            with self._lock:
+                self.pending.append(PendingRemediation(
+                    resource_id=record.resource_id, subscription_id=record.subscription_id,
+                    resource_group=record.resource_group, cluster=record.cluster, pool=record.pool, started_at=_now(),
+                ))
+            return True
+        try:
+            result = poller.result()
+        except SDK_ERRORS as exc:
+            return self._fail(row, f"operation failed: {describe_error(exc)}")
+        state = getattr(result, "provisioning_state", None)
+        profile = getattr(result, "artifact_streaming_profile", None)
+        if str(state).lower() == "succeeded" and profile is not None and profile.enabled:
+            row.action, row.outcome = ACTION_ENABLED, f"Succeeded{note}"
+            return False
+        return self._fail(row, f"operation ended {state}; streaming enabled = {getattr(profile, 'enabled', None)}")
+
+
+def _streaming_profile(enabled: bool) -> Any:
+    from azure.mgmt.containerservice.models import AgentPoolArtifactStreamingProfile
+
+    return AgentPoolArtifactStreamingProfile(enabled=enabled)
