@@ -1,0 +1,285 @@
+"""The ACR data-plane client: azure-core PipelineClient (retries honouring Retry-After, cached tokens) for manifests, referrers, streaming."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from azure.core import PipelineClient
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.core.pipeline.policies import (
+    ContentDecodePolicy,
+    HeadersPolicy,
+    HttpLoggingPolicy,
+    RedirectPolicy,
+    RequestIdPolicy,
+    RetryPolicy,
+    SensitiveHeaderCleanupPolicy,
+    UserAgentPolicy,
+)
+from azure.core.pipeline.transport import RequestsTransport
+from azure.core.rest import HttpRequest, HttpResponse
+
+from .auth import PROCESS_TOKEN_CACHE, AcrAuthPolicy, AcrTokenProvider, AuthError, TokenCache, repository_scope
+
+STREAMING_ARTIFACT_TYPE = "application/vnd.azure.artifact.streaming.v1"
+MANIFEST_ACCEPT = ", ".join([
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+])
+CONVERSION_BODY = {"conversionFormat": "overlaybd", "conversionVersion": "v1"}
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+USER_AGENT = "artifact-streaming-autopilot/0.1"
+
+
+class AcrError(RuntimeError):
+    """A data-plane call that did not succeed: HTTP status, the registry's error code, and whether retrying later may help."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None, transient: bool = False) -> None:
+        self.status = status
+        self.code = code
+        self.transient = transient
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ManifestDoc:
+    digest: str
+    media_type: str
+    doc: dict[str, Any]
+    size: int
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A streaming conversion as `/acr/v1/{repo}/_streaming/{digest}` or `/_operations/{id}` shows it."""
+
+    id: str
+    status: str  # NotStarted | Running | Succeeded | Failed | Canceled
+    error_code: str | None = None
+    details: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in ("NotStarted", "Running", "InProgress", "Queued")
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any], op_id: str | None = None) -> Operation:
+        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        code = body.get("errorCode") or body.get("code") or error.get("code")
+        return cls(
+            id=str(body.get("id") or op_id or ""),
+            status=str(body.get("status") or "Unknown"),
+            error_code=str(code) if code else None,
+            details=str(body.get("details")) if body.get("details") else None,
+            raw=body,
+        )
+
+
+def _error_code(response: HttpResponse) -> str | None:
+    try:
+        body = response.json()
+        errors = body.get("errors") if isinstance(body, dict) else None
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            return errors[0].get("code")
+    except (ValueError, AttributeError):
+        pass
+    return None
+
+
+class AcrClient:
+    """One registry's data plane. Thread-safe; share it (and its token cache) across everything in the process."""
+
+    def __init__(
+        self,
+        login_server: str,
+        aad_token: Callable[[], str],
+        *,
+        token_cache: TokenCache | None = None,
+        timeout: float = 30.0,
+        retry_total: int = 4,
+        retry_backoff_factor: float = 0.4,
+        retry_backoff_max: int = 8,
+    ) -> None:
+        self.login_server = login_server.lower()
+        self.base_url = f"https://{self.login_server}"
+        self.timeout = timeout
+        self.cache = token_cache or PROCESS_TOKEN_CACHE
+        transport = RequestsTransport(connection_timeout=min(timeout, 10.0), read_timeout=timeout)
+        retry = dict(retry_total=retry_total, retry_backoff_factor=retry_backoff_factor, retry_backoff_max=retry_backoff_max)
+        logging_policy = HttpLoggingPolicy()  # headers outside its allow-list (Authorization) and query values are redacted
+        common = [RequestIdPolicy(), HeadersPolicy({"Accept": "application/json"}), UserAgentPolicy(base_user_agent=USER_AGENT)]
+        # The token endpoints: no auth policy, same retries; their bodies (which carry tokens) are never logged.
+        self._token_client = PipelineClient(
+            self.base_url,
+            policies=[*common, RetryPolicy(**retry), ContentDecodePolicy(), logging_policy],
+            transport=transport,
+        )
+        self.tokens = AcrTokenProvider(self.login_server, aad_token, self._send_token_request, self.cache)
+        self._client = PipelineClient(
+            self.base_url,
+            policies=[
+                *common,
+                RedirectPolicy(),  # blob reads may redirect to storage
+                RetryPolicy(**retry),
+                AcrAuthPolicy(self.tokens),
+                SensitiveHeaderCleanupPolicy(),  # drops Authorization when a redirect leaves the registry
+                ContentDecodePolicy(),
+                logging_policy,
+            ],
+            transport=transport,
+        )
+
+    # ----------------------------------------------------------------- plumbing
+    def _send_token_request(self, request: HttpRequest) -> HttpResponse:
+        try:
+            response = self._token_client.send_request(request)
+            response.read()
+            return response
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise AcrError(f"{self.login_server}: token request failed: {type(exc).__name__}", transient=True) from None
+
+    def _call(self, method: str, path: str, repository: str, *, ok: tuple[int, ...] = (200,), json_body: Any = None,
+              headers: dict[str, str] | None = None, **options: Any) -> HttpResponse:
+        request = HttpRequest(method, f"{self.base_url}{path}", json=json_body, headers=headers)
+        try:
+            response = self._client.send_request(request, acr_scope=repository_scope(repository), **options)
+            response.read()
+        except AuthError as exc:
+            transient = exc.status is None or exc.status in TRANSIENT_STATUSES
+            raise AcrError(str(exc), status=exc.status, code="AUTHENTICATION", transient=transient) from None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise AcrError(f"{method} {path}: {type(exc).__name__} talking to {self.login_server}", transient=True) from None
+        if response.status_code not in ok:
+            code = _error_code(response)
+            raise AcrError(
+                f"{method} {path} answered {response.status_code}{' ' + code if code else ''}",
+                status=response.status_code,
+                code=code,
+                transient=response.status_code in TRANSIENT_STATUSES,
+            )
+        return response
+
+    @staticmethod
+    def _json(response: HttpResponse, what: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise AcrError(f"{what}: the registry's answer is not JSON", status=response.status_code) from None
+
+    # ----------------------------------------------------------------- reads
+    def referrers(self, repository: str, digest: str, artifact_type: str = STREAMING_ARTIFACT_TYPE) -> list[dict[str, Any]]:
+        """Referrers of `digest` with `artifact_type` (filtered client-side too when the registry did not apply the filter)."""
+        path = f"/v2/{repository}/referrers/{digest}?artifactType={quote(artifact_type, safe='')}"
+        found: list[dict[str, Any]] = []
+        for _page in range(20):
+            response = self._call("GET", path, repository)
+            body = self._json(response, "referrers")
+            manifests = body.get("manifests") if isinstance(body, dict) else None
+            found.extend(m for m in manifests or [] if isinstance(m, dict) and m.get("artifactType") == artifact_type)
+            link = response.headers.get("Link")
+            if found or not link or "<" not in link:
+                break
+            path = link[link.index("<") + 1: link.index(">")]
+        return found
+
+    def manifest(self, repository: str, reference: str) -> ManifestDoc:
+        response = self._call("GET", f"/v2/{repository}/manifests/{reference}", repository, headers={"Accept": MANIFEST_ACCEPT})
+        raw = response.content
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if reference.startswith("sha256:") and digest != reference:
+            raise AcrError(f"manifest {repository}@{reference}: content digest is {digest}", status=200, code="DIGEST_INVALID")
+        doc = self._json(response, "manifest")
+        if not isinstance(doc, dict):
+            raise AcrError(f"manifest {repository}@{reference} is not a JSON object", status=200, code="MANIFEST_INVALID")
+        media_type = doc.get("mediaType") or (response.headers.get("Content-Type") or "").split(";")[0].strip()
+        return ManifestDoc(digest=response.headers.get("Docker-Content-Digest") or digest, media_type=media_type, doc=doc, size=len(raw))
+
+    def blob_json(self, repository: str, digest: str, max_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
+        response = self._call("GET", f"/v2/{repository}/blobs/{digest}", repository)
+        raw = response.content
+        if len(raw) > max_bytes:
+            raise AcrError(f"blob {digest} is {len(raw)} bytes, more than a config should be", status=200, code="BLOB_TOO_LARGE")
+        if "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
+            raise AcrError(f"blob {repository}@{digest}: content does not match its digest", status=200, code="DIGEST_INVALID")
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise AcrError(f"blob {repository}@{digest} is not JSON", status=200, code="CONFIG_INVALID") from None
+        if not isinstance(doc, dict):
+            raise AcrError(f"blob {repository}@{digest} is not a JSON object", status=200, code="CONFIG_INVALID")
+        return doc
+
+    def tag_digest(self, repository: str, tag: str) -> str:
+        body = self._json(self._call("GET", f"/acr/v1/{repository}/_tags/{tag}", repository), "tag")
+        digest = (body.get("tag") or {}).get("digest") if isinstance(body, dict) else None
+        if not isinstance(digest, str):
+            raise AcrError(f"tag {repository}:{tag}: the registry returned no digest", status=200, code="TAG_INVALID")
+        return digest
+
+    # ----------------------------------------------------------------- streaming
+    def streaming_operation(self, repository: str, digest: str) -> Operation | None:
+        """The latest conversion of `digest`, or None (404 OPERATION_UNKNOWN)."""
+        try:
+            response = self._call("GET", f"/acr/v1/{repository}/_streaming/{digest}", repository)
+        except AcrError as exc:
+            if exc.status == 404 and exc.code in (None, "OPERATION_UNKNOWN", "NOT_FOUND"):
+                return None
+            raise
+        return Operation.from_body(self._json(response, "streaming operation"), response.headers.get("operation-id"))
+
+    def create_streaming(self, repository: str, digest: str, attempts: int = 3) -> Operation:
+        """POST the conversion. Not retried blindly: after a failed POST the operation is re-read before posting again."""
+        last: AcrError | None = None
+        for attempt in range(attempts):
+            if attempt:
+                existing = self.streaming_operation(repository, digest)
+                if existing is not None and existing.in_flight:
+                    return existing
+            try:
+                response = self._call(
+                    "POST", f"/acr/v1/{repository}/_streaming/{digest}", repository, ok=(200, 201, 202), json_body=CONVERSION_BODY,
+                    retry_total=0,
+                )
+            except AcrError as exc:
+                if not exc.transient:
+                    raise
+                last = exc
+                time.sleep(min(2.0, 0.25 * 2**attempt))
+                continue
+            return Operation.from_body(self._json(response, "create streaming"), response.headers.get("operation-id"))
+        assert last is not None
+        raise last
+
+    def operation(self, repository: str, operation_id: str) -> Operation:
+        response = self._call("GET", f"/acr/v1/{repository}/_operations/{operation_id}", repository)
+        return Operation.from_body(self._json(response, "operation"), operation_id)
+
+
+_clients: dict[tuple[str, int], AcrClient] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(login_server: str, aad_token: Callable[[], str], token_cache: TokenCache | None = None, **kwargs: Any) -> AcrClient:
+    """One AcrClient per (login server, token cache) per process: connection pools and tokens are reused across events."""
+    cache = token_cache or PROCESS_TOKEN_CACHE
+    key = (login_server.lower(), id(cache))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = AcrClient(login_server, aad_token, token_cache=cache, **kwargs)
+        return client
+
+
+def reset_clients() -> None:
+    with _clients_lock:
+        _clients.clear()
