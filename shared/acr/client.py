@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,11 @@ MANIFEST_ACCEPT = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
 ])
 CONVERSION_BODY = {"conversionFormat": "overlaybd", "conversionVersion": "v1"}
+FAILURE_CODES = (
+    "UNKNOWN_ERROR", "RESOURCE_NOT_FOUND", "UNSUPPORTED_PLATFORM", "NO_SUPPORTED_PLATFORM_FOUND", "UNSUPPORTED_MEDIATYPE",
+    "UNSUPPORTED_ARTIFACT_TYPE", "IMAGE_NOT_RUNNABLE",
+)
+FAILURE_CODE_RE = re.compile(r"\b(" + "|".join(FAILURE_CODES) + r")\b")
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 USER_AGENT = "artifact-streaming-autopilot/0.1"
 
@@ -76,6 +82,10 @@ class Operation:
     def from_body(cls, body: dict[str, Any], op_id: str | None = None) -> Operation:
         error = body.get("error") if isinstance(body.get("error"), dict) else {}
         code = body.get("errorCode") or body.get("code") or error.get("code")
+        if not code and isinstance(body.get("details"), str):
+            # the recorded operation body has no error field; the code is written into `details` ("… UNKNOWN_ERROR: …")
+            m = FAILURE_CODE_RE.search(body["details"])
+            code = m.group(1) if m else None
         return cls(
             id=str(body.get("id") or op_id or ""),
             status=str(body.get("status") or "Unknown"),
@@ -218,13 +228,6 @@ class AcrClient:
         if not isinstance(doc, dict):
             raise AcrError(f"blob {repository}@{digest} is not a JSON object", status=200, code="CONFIG_INVALID")
         return doc
-
-    def tag_digest(self, repository: str, tag: str) -> str:
-        body = self._json(self._call("GET", f"/acr/v1/{repository}/_tags/{tag}", repository), "tag")
-        digest = (body.get("tag") or {}).get("digest") if isinstance(body, dict) else None
-        if not isinstance(digest, str):
-            raise AcrError(f"tag {repository}:{tag}: the registry returned no digest", status=200, code="TAG_INVALID")
-        return digest
 
     # ----------------------------------------------------------------- streaming
     def streaming_operation(self, repository: str, digest: str) -> Operation | None:
