@@ -132,6 +132,7 @@ class AgentPool:
     etag: str = field(default_factory=new_etag)
     operation_until: float = 0.0  # monotonic time until which an operation runs (409 meanwhile)
     extra: dict[str, Any] = field(default_factory=dict)  # other properties a client PUT, echoed back
+    reimages: int = 0  # node reimages caused by accepted writes (streaming on/off, version upgrades)
 
 
 @dataclass
@@ -199,6 +200,25 @@ class EmulatorSettings:
 
 
 @dataclass
+class ArmWrite:
+    """One write ARM accepted (an agent pool PUT, or a change made behind ARM's back through the admin API)."""
+
+    seq: int
+    ts: float
+    actor: str  # "arm" (a client PUT) | "admin" (the emulator's control API)
+    subscription_id: str
+    resource_group: str
+    cluster: str
+    pool: str
+    created: bool
+    changes: dict[str, Any]  # property -> [old, new] for every property the write changed
+    operation_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+@dataclass
 class RequestRecord:
     seq: int
     ts: float
@@ -226,6 +246,7 @@ class World:
         self.clusters: dict[tuple[str, str, str], Cluster] = {}  # (subscription, resource group lower, name lower)
         self.event_subscriptions: dict[str, EventSubscription] = {}
         self.requests: list[RequestRecord] = []
+        self.arm_writes: list[ArmWrite] = []  # every accepted agent pool write, in order
         self.lock = threading.RLock()
         self._listeners: list[Callable[[str, Registry, dict[str, Any]], None]] = []
 
