@@ -132,6 +132,13 @@ def error_row(subscription_id: str, resource_group: str, cluster: str, message: 
     )
 
 
+def wire_text(value: Any) -> str | None:
+    """SDK enums (str subclasses whose str() is `OSSKU.UBUNTU`) and plain strings alike, as the wire value."""
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
 def pool_record(cluster: ClusterInfo, pool: Any) -> PoolRecord:
     """Facts from an SDK AgentPool (and its cluster)."""
     profile = getattr(pool, "artifact_streaming_profile", None)
@@ -142,13 +149,13 @@ def pool_record(cluster: ClusterInfo, pool: Any) -> PoolRecord:
         resource_group=cluster.resource_group,
         cluster=cluster.name,
         pool=pool.name,
-        os_type=pool.os_type,
-        os_sku=pool.os_sku,
+        os_type=wire_text(pool.os_type),
+        os_sku=wire_text(pool.os_sku),
         kubernetes_version=pool.current_orchestrator_version or pool.orchestrator_version or cluster.kubernetes_version,
-        provisioning_state=pool.provisioning_state,
-        power_state=getattr(power, "code", None),
+        provisioning_state=wire_text(pool.provisioning_state),
+        power_state=wire_text(getattr(power, "code", None)),
         streaming_enabled=None if profile is None else profile.enabled,
-        workload_runtime=pool.workload_runtime,
+        workload_runtime=wire_text(pool.workload_runtime),
         pool_tags=dict(pool.tags or {}),
         cluster_tags=dict(cluster.tags),
         cluster_provisioning_state=cluster.provisioning_state,
@@ -177,8 +184,8 @@ def discover(settings: AuditSettings, clients: Clients, work: list[WorkItem], pr
                     subscription_id=item.subscription_id, subscription_name=item.display_name,
                     resource_group=resource_group_of(mc.id), name=mc.name,
                     kubernetes_version=mc.current_kubernetes_version or mc.kubernetes_version,
-                    provisioning_state=mc.provisioning_state,
-                    power_state=getattr(mc.power_state, "code", None), tags=dict(mc.tags or {}),
+                    provisioning_state=wire_text(mc.provisioning_state),
+                    power_state=wire_text(getattr(mc.power_state, "code", None)), tags=dict(mc.tags or {}),
                 ))
             return found
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:

@@ -20,7 +20,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from .discovery import Clients, ClusterInfo, describe_error, pool_record
+from .discovery import Clients, ClusterInfo, describe_error, pool_record, wire_text
 from .model import (
     ACTION_ENABLED,
     ACTION_FAILED,
@@ -191,7 +191,7 @@ class Remediator:
             result = poller.result()
         except SDK_ERRORS as exc:
             return self._fail(row, f"operation failed: {describe_error(exc)}")
-        state = getattr(result, "provisioning_state", None)
+        state = wire_text(getattr(result, "provisioning_state", None))
         profile = getattr(result, "artifact_streaming_profile", None)
         if str(state).lower() == "succeeded" and profile is not None and profile.enabled:
             row.action, row.outcome = ACTION_ENABLED, f"Succeeded{note}"
