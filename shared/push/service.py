@@ -1,0 +1,296 @@
+"""The push-path domain service: one ImagePushed event (or one operator request) → one Outcome, the cheapest way, exactly once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..acr import STREAMING_ARTIFACT_TYPE, AcrClient, AcrError, Operation, TokenCache, client_for
+from ..locks import LockBusy
+from ..logs import log_event
+from ..publish import OutcomePublisher
+from ..settings import Env
+from . import outcomes as o
+from .checks import RegistryChecker, check_config, check_manifest
+from .events import INDEX_TYPES, ImagePushed, RegistryRef, Rejection, parse_event
+from .outcomes import Outcome, TransientError
+from .settings import PushSettings
+
+log = logging.getLogger("autopilot.push")
+
+PERMANENT_CONVERSION_FAILURES = frozenset({
+    "UNSUPPORTED_PLATFORM", "NO_SUPPORTED_PLATFORM_FOUND", "UNSUPPORTED_MEDIATYPE", "UNSUPPORTED_ARTIFACT_TYPE", "IMAGE_NOT_RUNNABLE",
+})
+
+
+@dataclass(frozen=True)
+class ImageTarget:
+    """What to make streamable: an image in a registry, by digest (and the tag that brought us here, if any)."""
+
+    registry: RegistryRef
+    repository: str
+    digest: str | None  # None: resolve `tag` first (operator CLI)
+    tag: str | None = None
+    login_server: str | None = None
+    media_type: str | None = None  # known from the event: lets an index skip the referrers-first path
+    pushed_at: datetime | None = None
+    event_id: str | None = None
+
+    @classmethod
+    def from_event(cls, event: ImagePushed) -> ImageTarget:
+        return cls(event.registry, event.repository, event.digest, event.tag, event.login_server, event.media_type,
+                   event.pushed_at, event.event_id)
+
+
+class PushService:
+    """Build once per instance (`PushService.from_env()`), share across invocations; every method is thread-safe.
+
+    Collaborators are injectable so tests can run several "instances" in one process (separate services, separate caches).
+    """
+
+    def __init__(
+        self,
+        settings: PushSettings,
+        *,
+        registries: RegistryChecker | None = None,
+        locks: Any | None = None,
+        publisher: OutcomePublisher | None = None,
+        token_cache: TokenCache | None = None,
+        aad_token: Callable[[], str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.registries = registries or RegistryChecker(settings.azure, settings.registry_cache_seconds)
+        self._locks = locks
+        self._locks_guard = threading.Lock()
+        self.publisher = publisher
+        self.token_cache = token_cache
+        self._aad_token = aad_token or self._default_aad_token
+        self.clock = clock
+
+    @classmethod
+    def from_env(cls, env: Env | None = None, **kwargs: Any) -> PushService:
+        settings = PushSettings.from_env(env)
+        kwargs.setdefault("publisher", OutcomePublisher(settings.topic) if settings.topic else None)
+        return cls(settings, **kwargs)
+
+    # ------------------------------------------------------------------ collaborators
+    def _default_aad_token(self) -> str:
+        from ..azure_clients import credential
+
+        return credential(self.settings.azure).get_token(f"{self.settings.azure.acr_audience}/.default").token
+
+    @property
+    def locks(self) -> Any:
+        with self._locks_guard:
+            if self._locks is None:
+                from ..locks import BlobLeaseLock
+                from ..storage import blob_service_client
+
+                self._locks = BlobLeaseLock(blob_service_client(), self.settings.lock_container, self.settings.lock_seconds)
+            return self._locks
+
+    def acr(self, login_server: str) -> AcrClient:
+        return client_for(login_server, self._aad_token, token_cache=self.token_cache, timeout=self.settings.request_timeout_seconds)
+
+    # ------------------------------------------------------------------ entry points
+    def handle_event(self, raw: Any) -> Outcome:
+        """One delivered event → one Outcome (logged, published). Raises TransientError when a redelivery may succeed."""
+        started = time.monotonic()
+        parsed = parse_event(raw)
+        if isinstance(parsed, Rejection):
+            outcome = o.skipped(parsed.reason, parsed.detail, event_id=parsed.event_id, registry=parsed.registry,
+                                repository=parsed.repository, tag=parsed.tag, digest=parsed.digest)
+        elif not self.settings.registries.allows(parsed.registry, parsed.login_server):
+            outcome = o.skipped(o.R_REGISTRY_NOT_ALLOWED, f"registry {parsed.registry.name} is not in AUTOPILOT_PUSH_REGISTRIES",
+                                **self._ids(ImageTarget.from_event(parsed)))
+        elif (why := self.settings.filters.decide(parsed.repository, parsed.tag)) is not None:
+            outcome = o.skipped(o.R_FILTERED, why, **self._ids(ImageTarget.from_event(parsed)))
+        else:
+            return self.stream(ImageTarget.from_event(parsed), started=started)
+        return self._finish(outcome, started)
+
+    def stream(self, target: ImageTarget, wait_seconds: float | None = None, report: bool | None = None,
+               started: float | None = None) -> Outcome:
+        """Make one image streamable (the event path and the operator CLI). Raises TransientError for retryable failures."""
+        started = time.monotonic() if started is None else started
+        try:
+            outcome = self._stream(target, self.settings.wait_seconds if wait_seconds is None else wait_seconds,
+                                   self.settings.report_only if report is None else report)
+        except LockBusy as exc:
+            log_event(log, "push.retry", level=logging.WARNING, code="LOCK_BUSY", detail=str(exc), **self._ids(target))
+            raise TransientError(str(exc), code="LOCK_BUSY") from None
+        except TransientError as exc:
+            log_event(log, "push.retry", level=logging.WARNING, code=exc.code, detail=str(exc),
+                      duration_ms=round((time.monotonic() - started) * 1000, 1), **self._ids(target))
+            raise
+        except AcrError as exc:
+            if exc.transient:
+                log_event(log, "push.retry", level=logging.WARNING, code=exc.code or exc.status, detail=str(exc),
+                          duration_ms=round((time.monotonic() - started) * 1000, 1), **self._ids(target))
+                raise TransientError(str(exc), code=str(exc.code or exc.status or "TRANSIENT")) from None
+            outcome = o.failed(exc.code or f"HTTP_{exc.status}", str(exc), **self._ids(target))
+        return self._finish(outcome, started)
+
+    # ------------------------------------------------------------------ the decision
+    @staticmethod
+    def _ids(target: ImageTarget) -> dict[str, Any]:
+        return {"registry": target.registry.name, "repository": target.repository, "tag": target.tag, "digest": target.digest,
+                "event_id": target.event_id}
+
+    def _fresh(self, target: ImageTarget) -> bool:
+        """Whether the push is recent enough that 'not found' may only be replication lag."""
+        if target.pushed_at is None:
+            return True
+        age = self.clock() - target.pushed_at.astimezone(UTC).timestamp()
+        return age < self.settings.not_found_window_seconds
+
+    def _not_found(self, target: ImageTarget, what: str) -> Outcome:
+        if self._fresh(target):
+            raise TransientError(f"{what} not found shortly after the push (replication lag?); retry later", code="RESOURCE_NOT_FOUND")
+        return o.skipped(o.R_NOT_FOUND, f"{what} no longer exists in the registry (deleted after the push?)", **self._ids(target))
+
+    def _stream(self, target: ImageTarget, wait_seconds: float, report: bool) -> Outcome:
+        info = self.registries.info(target.registry)
+        if info.error_code:
+            return o.failed(info.error_code, info.error_detail or "ARM refused the registry read", **self._ids(target))
+        if (why := info.cannot_stream) is not None:
+            return o.skipped(o.R_REGISTRY_INELIGIBLE, why, **self._ids(target))
+        login_server = info.login_server or target.login_server
+        if target.login_server and info.login_server and target.login_server != info.login_server:
+            # Never send the identity's token to a host ARM does not vouch for (a forged or odd event): use ARM's login server.
+            log_event(log, "push.login_server_mismatch", level=logging.WARNING, event_host=target.login_server,
+                      arm_login_server=info.login_server, registry=target.registry.name)
+        if not login_server:
+            return o.failed("NO_LOGIN_SERVER", "neither the event nor ARM gave the registry's login server", **self._ids(target))
+        acr = self.acr(login_server)
+        repo = target.repository
+        ids = self._ids(target)
+
+        # Cheapest exit first: a single-platform push that already streams costs one request.
+        digest = target.digest
+        known_single = digest is not None and target.media_type is not None and target.media_type not in INDEX_TYPES
+        if known_single and self._streams(acr, target, digest):
+            return Outcome(o.ALREADY_STREAMING, detail="a streaming artifact refers to this digest", **ids)
+
+        try:
+            manifest = acr.manifest(repo, digest or target.tag or "")
+        except AcrError as exc:
+            if exc.status == 404:
+                return self._not_found(target, f"manifest {repo}@{digest or target.tag}")
+            raise
+        if digest is None:
+            digest = manifest.digest
+            target = ImageTarget(target.registry, repo, digest, target.tag, login_server, manifest.media_type, target.pushed_at,
+                                 target.event_id)
+            ids = self._ids(target)
+        verdict = check_manifest(manifest, self.settings.max_image_bytes)
+        if not verdict.ok:
+            return o.skipped(verdict.reason or "unsupported", verdict.detail or "", code=verdict.code, **ids)
+        if verdict.is_index:
+            # ACR converts the index's linux/amd64 child and attaches the artifact to it: check referrers there.
+            child = next(e["digest"] for e in manifest.doc["manifests"]
+                         if isinstance(e, dict) and (e.get("platform") or {}).get("os") == "linux"
+                         and (e.get("platform") or {}).get("architecture") == "amd64")
+            if self._streams(acr, target, child):
+                return Outcome(o.ALREADY_STREAMING, detail=f"a streaming artifact refers to the linux/amd64 image {child}", **ids)
+        else:
+            if not known_single and self._streams(acr, target, digest):
+                return Outcome(o.ALREADY_STREAMING, detail="a streaming artifact refers to this digest", **ids)
+            try:
+                config = acr.blob_json(repo, verdict.config_digest or "")
+            except AcrError as exc:
+                if exc.status == 404:
+                    return self._not_found(target, f"config blob {verdict.config_digest}")
+                raise
+            verdict = check_config(config)
+            if not verdict.ok:
+                return o.skipped(verdict.reason or "unsupported", verdict.detail or "", code=verdict.code, **ids)
+
+        if report:
+            existing = acr.streaming_operation(repo, digest)
+            if existing is not None and existing.in_flight:
+                return Outcome(o.IN_PROGRESS, operation_id=existing.id, mode="report",
+                               detail=f"report mode: conversion {existing.id} is already {existing.status}", **ids)
+            return o.skipped(o.R_REPORT_MODE, "report mode: would create the streaming artifact (AUTOPILOT_PUSH_MODE=report)",
+                             mode="report", **ids)
+
+        # Exactly once across instances: serialise on (registry, repository, digest), then re-check under the lock.
+        with self.locks.hold(f"{target.registry.name}/{repo}/{digest}"):
+            existing = acr.streaming_operation(repo, digest)
+            decision = self._reuse(existing, target)
+            if decision is not None:
+                return decision
+            op = acr.create_streaming(repo, digest)
+        created = Outcome(o.CREATED, operation_id=op.id, detail=f"conversion {op.id} started ({op.status})", **ids)
+        return self._wait(acr, created, op, wait_seconds, target) if wait_seconds > 0 else created
+
+    def _streams(self, acr: AcrClient, target: ImageTarget, digest: str) -> bool:
+        try:
+            return bool(acr.referrers(target.repository, digest, STREAMING_ARTIFACT_TYPE))
+        except AcrError as exc:
+            if exc.status == 404:
+                return False  # unknown repository/manifest: the manifest read decides (replication lag or deleted)
+            raise
+
+    def _reuse(self, existing: Operation | None, target: ImageTarget) -> Outcome | None:
+        """What an existing conversion of the digest means: reuse it, trust it, give up, or (None) start a new one."""
+        if existing is None:
+            return None
+        ids = self._ids(target)
+        if existing.in_flight:
+            return Outcome(o.IN_PROGRESS, operation_id=existing.id, detail=f"conversion {existing.id} is {existing.status}", **ids)
+        if existing.status == "Succeeded":
+            return Outcome(o.ALREADY_STREAMING, operation_id=existing.id, detail=f"conversion {existing.id} succeeded", **ids)
+        if existing.status == "Failed" and existing.error_code in PERMANENT_CONVERSION_FAILURES:
+            return o.failed(existing.error_code or "CONVERSION_FAILED", f"ACR refused to convert: {existing.details or existing.status}",
+                            operation_id=existing.id, **ids)
+        return None  # Canceled, UNKNOWN_ERROR, RESOURCE_NOT_FOUND: a new attempt may succeed
+
+    def _wait(self, acr: AcrClient, created: Outcome, op: Operation, budget: float, target: ImageTarget) -> Outcome:
+        deadline = time.monotonic() + budget
+        current = op
+        while time.monotonic() < deadline:
+            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+            current = acr.operation(target.repository, op.id)
+            if current.status == "Succeeded":
+                return created.with_(detail=f"conversion {op.id} succeeded")
+            if current.status in ("Failed", "Canceled"):
+                code = current.error_code or current.status.upper()
+                if code == "UNKNOWN_ERROR" or (code == "RESOURCE_NOT_FOUND" and self._fresh(target)) or code == "CANCELED":
+                    raise TransientError(f"conversion {op.id} ended {current.status} ({code}); a new attempt may succeed", code=code)
+                return o.failed(code, f"conversion {op.id} failed: {current.details or code}", operation_id=op.id,
+                                **self._ids(target))
+        return created.with_(detail=f"conversion {op.id} still {current.status} after waiting {budget:g} s")
+
+    # ------------------------------------------------------------------ finishing
+    def _finish(self, outcome: Outcome, started: float) -> Outcome:
+        outcome = outcome.with_(duration_ms=round((time.monotonic() - started) * 1000, 1),
+                                mode=outcome.mode or self.settings.mode)
+        outcome.log(log)
+        if self.publisher is not None:
+            try:
+                self.publisher.publish(outcome.event_type, outcome.subject, outcome.as_dict())
+            except Exception as exc:  # a lost notification must not undo or repeat the work
+                log_event(log, "push.publish_failed", level=logging.WARNING, error=type(exc).__name__, outcome=outcome.outcome)
+        return outcome
+
+    # ------------------------------------------------------------------ operator helpers
+    def list_referrers(self, target: ImageTarget) -> list[dict[str, Any]]:
+        """Streaming referrers of an image (of its linux/amd64 child for an index), for the CLI and the demo."""
+        info = self.registries.info(target.registry)
+        acr = self.acr(info.login_server or target.login_server or "")
+        manifest = acr.manifest(target.repository, target.digest or target.tag or "")
+        digest = manifest.digest
+        if manifest.media_type in INDEX_TYPES:
+            for e in manifest.doc.get("manifests") or []:
+                plat = e.get("platform") or {}
+                if plat.get("os") == "linux" and plat.get("architecture") == "amd64":
+                    digest = e["digest"]
+        return acr.referrers(target.repository, digest, STREAMING_ARTIFACT_TYPE)
+
