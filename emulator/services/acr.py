@@ -940,6 +940,9 @@ class RegistryService:
 
 
 
+SERVICE_KEY = web.AppKey("acr_service", RegistryService)
+
+
 def create_registry_app(ctx: Context, registry: Registry) -> web.Application:
     """The registry's data plane as an aiohttp app (bind it to the registry's own port; login server 127.0.0.1:PORT)."""
     service = RegistryService(ctx, registry)
@@ -953,7 +956,7 @@ def create_registry_app(ctx: Context, registry: Registry) -> web.Application:
             response.headers[key] = value
 
     app.on_response_prepare.append(add_common_headers)
-    app["service"] = service
+    app[SERVICE_KEY] = service
     ctx.extras.setdefault("acr_services", {})[registry.name] = service
     app.router.add_route("*", "/{tail:.*}", service.dispatch)
     return app
