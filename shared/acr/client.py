@@ -15,7 +15,6 @@ from urllib.parse import quote
 from azure.core import PipelineClient
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.policies import (
-    ContentDecodePolicy,
     HeadersPolicy,
     HttpLoggingPolicy,
     RedirectPolicy,
@@ -127,11 +126,11 @@ class AcrClient:
         transport = RequestsTransport(connection_timeout=min(timeout, 10.0), read_timeout=timeout)
         retry = dict(retry_total=retry_total, retry_backoff_factor=retry_backoff_factor, retry_backoff_max=retry_backoff_max)
         logging_policy = HttpLoggingPolicy()  # headers outside its allow-list (Authorization) and query values are redacted
-        common = [RequestIdPolicy(), HeadersPolicy({"Accept": "application/json"}), UserAgentPolicy(base_user_agent=USER_AGENT)]
+        common = [RequestIdPolicy(), HeadersPolicy(), UserAgentPolicy(base_user_agent=USER_AGENT)]
         # The token endpoints: no auth policy, same retries; their bodies (which carry tokens) are never logged.
         self._token_client = PipelineClient(
             self.base_url,
-            policies=[*common, RetryPolicy(**retry), ContentDecodePolicy(), logging_policy],
+            policies=[*common, RetryPolicy(**retry), logging_policy],
             transport=transport,
         )
         self.tokens = AcrTokenProvider(self.login_server, aad_token, self._send_token_request, self.cache)
@@ -143,7 +142,6 @@ class AcrClient:
                 RetryPolicy(**retry),
                 AcrAuthPolicy(self.tokens),
                 SensitiveHeaderCleanupPolicy(),  # drops Authorization when a redirect leaves the registry
-                ContentDecodePolicy(),
                 logging_policy,
             ],
             transport=transport,

@@ -98,8 +98,10 @@ class RegistryChecker:
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise TransientError(f"cannot reach ARM reading registry {ref.name}: {type(exc).__name__}", code="ARM_UNREACHABLE") from None
         sku = reg.sku.name if reg.sku is not None else None
+        sku = getattr(sku, "value", sku)  # SDK enums: compare their wire values
         encryption = getattr(reg, "encryption", None)
-        status = str(getattr(encryption, "status", "") or "").lower()
+        status = getattr(encryption, "status", None)
+        status = str(getattr(status, "value", status) or "").lower()
         return RegistryInfo(
             resource_id=ref.resource_id,
             name=ref.name,
