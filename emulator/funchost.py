@@ -1,0 +1,521 @@
+"""A stand-in for the Azure Functions host + Python worker: indexes a FunctionApp, serves the Event Grid webhook, fires timers.
+
+It reproduces the contract the app meets in Azure, not the emulator: the host's Event Grid endpoint
+(`/runtime/webhooks/eventgrid?functionName=NAME`, handshakes, one invocation per event, 202 / 500), the worker's indexing
+checks (parameters vs bindings, `check_input_type_annotation`) and its decoding (the azure-functions converters fed the
+event JSON as `json` typed data). The app sees only its process environment, as in Azure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import contextvars
+import datetime
+import importlib
+import inspect
+import json
+import logging
+import sys
+import threading
+import time
+import typing
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import azure.functions as func
+from aiohttp import web
+from azure.functions import _abc as azf_abc
+from azure.functions import meta
+
+log = logging.getLogger("emulator.funchost")
+
+EVENTGRID_TRIGGER = "eventGridTrigger"
+TIMER_TRIGGER = "timerTrigger"
+WEBHOOK_PATH = "/runtime/webhooks/eventgrid"
+SUPPORTED_TRIGGERS = {EVENTGRID_TRIGGER, TIMER_TRIGGER}
+_current: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("funchost_invocation", default=None)
+
+
+class FunctionLoadError(RuntimeError):
+    """The app cannot be indexed, for the reason the Python worker would give."""
+
+    def __init__(self, function_name: str, msg: str) -> None:
+        super().__init__(f"cannot load the {function_name} function: {msg}")
+
+
+# ------------------------------------------------------------------------------------------------ indexed functions
+
+
+@dataclass
+class Param:
+    name: str
+    binding_type: str  # the converter's binding name, or "generic" for str/bytes annotations (as the worker does)
+    pytype: Any
+    direction: str  # in | out
+
+
+@dataclass
+class IndexedFunction:
+    name: str
+    func: Any
+    trigger_type: str
+    trigger_param: str
+    params: dict[str, Param]
+    requires_context: bool
+    is_async: bool
+    directory: str
+
+
+@dataclass
+class Invocation:
+    """One function execution: what it was given, how it ended, what it logged."""
+
+    id: str
+    function: str
+    trigger: Any  # the decoded trigger value (func.EventGridEvent, func.CloudEvent, TimerRequest, str)
+    payload: str  # the JSON the host handed the worker
+    started: float
+    ended: float = 0.0
+    succeeded: bool = False
+    exception: BaseException | None = None
+    result: Any = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    records: list[logging.LogRecord] = field(default_factory=list)
+
+    @property
+    def messages(self) -> list[str]:
+        return [r.getMessage() for r in self.records]
+
+
+class _Out(func.Out):
+    def __init__(self) -> None:
+        self._value: Any = None
+
+    def set(self, val: Any) -> None:
+        self._value = val
+
+    def get(self) -> Any:
+        return self._value
+
+
+class _TraceContext(azf_abc.TraceContext):
+    def __init__(self) -> None:
+        self._parent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+
+    @property
+    def trace_state(self) -> str:
+        return ""
+
+    @property
+    def trace_parent(self) -> str:
+        return self._parent
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        return {}
+
+
+class _RetryContext(azf_abc.RetryContext):
+    @property
+    def retry_count(self) -> int:
+        return 0
+
+    @property
+    def max_retry_count(self) -> int:
+        return 0
+
+    @property
+    def exception(self) -> Any:
+        return None
+
+
+class _Context(func.Context):
+    _tls = threading.local()
+
+    def __init__(self, invocation_id: str, fn: IndexedFunction) -> None:
+        self._id, self._fn = invocation_id, fn
+        self._trace, self._retry = _TraceContext(), _RetryContext()
+
+    @property
+    def invocation_id(self) -> str:
+        return self._id
+
+    @property
+    def thread_local_storage(self) -> Any:
+        return self._tls
+
+    @property
+    def function_name(self) -> str:
+        return self._fn.name
+
+    @property
+    def function_directory(self) -> str:
+        return self._fn.directory
+
+    @property
+    def trace_context(self) -> azf_abc.TraceContext:
+        return self._trace
+
+    @property
+    def retry_context(self) -> azf_abc.RetryContext:
+        return self._retry
+
+
+def find_function_app(module: ModuleType) -> func.FunctionRegister:
+    """The module's one top-level FunctionApp, as the worker finds it."""
+    apps = [v for v in vars(module).values() if isinstance(v, func.FunctionRegister)]
+    if not apps:
+        raise ValueError(f"Could not find top level function app instances in {module.__name__}.py.")
+    if len({id(a) for a in apps}) > 1:
+        raise ValueError(f"More than one top-level function app instances found in {module.__name__}.py.")
+    return apps[0]
+
+
+def index_app(app: func.FunctionRegister, directory: str = ".") -> dict[str, IndexedFunction]:
+    """`app.get_functions()` (once) and the worker's per-function checks; raises FunctionLoadError like the worker."""
+    registry = meta.get_binding_registry()
+    indexed: dict[str, IndexedFunction] = {}
+    for function in app.get_functions():
+        name = function.get_function_name()
+        user_func = function.get_user_function()
+        trigger = function.get_trigger()
+        if trigger is None:
+            raise FunctionLoadError(name, "the function has no trigger")
+        if trigger.type not in SUPPORTED_TRIGGERS:
+            raise FunctionLoadError(name, f"trigger {trigger.type!r} is not served by this host stand-in "
+                                    f"(supported: {sorted(SUPPORTED_TRIGGERS)})")
+        sig = inspect.signature(user_func)
+        params = dict(sig.parameters)
+        annotations = typing.get_type_hints(user_func)
+        bindings = {b.name: b for b in function.get_bindings() if b.name != "$return"}
+        requires_context = False
+        if "context" in params and "context" not in bindings:
+            requires_context = True
+            params.pop("context")
+        if set(params) - set(bindings):
+            raise FunctionLoadError(name, f"the following parameters are declared in Python but not in the function "
+                                    f"definition: {set(params) - set(bindings)!r}")
+        if set(bindings) - set(params):
+            raise FunctionLoadError(name, f"the following parameters are declared in the function definition but not in "
+                                    f"Python: {set(bindings) - set(params)!r}")
+        out: dict[str, Param] = {}
+        for pname in params:
+            binding = bindings[pname]
+            is_out = binding.direction == 1  # BindingDirection.OUT
+            anno = annotations.get(pname)
+            pytype = anno
+            if is_out and anno is not None:
+                args = typing.get_args(anno)
+                pytype = args[0] if args else anno
+            bind_type = "generic" if anno in (str, bytes) else binding.type
+            if anno is not None and not is_out:
+                if bind_type == "generic":  # the worker's GenericBinding takes str and bytes
+                    ok = True
+                else:
+                    converter = registry.get(bind_type)
+                    ok = converter is not None and converter.check_input_type_annotation(pytype)
+                if not ok:
+                    raise FunctionLoadError(name, f'type of {pname} binding in function.json "{binding.type}" does not '
+                                            f'match its Python annotation "{getattr(pytype, "__name__", pytype)}"')
+            if not is_out and pname != trigger.name:
+                raise FunctionLoadError(name, f"input binding {binding.type!r} ({pname}) is not served by this host stand-in")
+            out[pname] = Param(pname, bind_type, pytype, "out" if is_out else "in")
+        indexed[name] = IndexedFunction(
+            name=name, func=user_func, trigger_type=trigger.type, trigger_param=trigger.name, params=out,
+            requires_context=requires_context, is_async=inspect.iscoroutinefunction(user_func), directory=directory,
+        )
+    return indexed
+
+
+# ------------------------------------------------------------------------------------------------ log capture
+
+
+class _CaptureHandler(logging.Handler):
+    """Attributes each log record to the invocation running in the emitting thread (as the worker's invocation id does)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        inv = _current.get()
+        if inv is not None:
+            inv.records.append(record)
+
+
+# ------------------------------------------------------------------------------------------------ the host
+
+
+class FunctionsHost:
+    """Serve a function app's Event Grid webhook on 127.0.0.1 and run its timers on demand.
+
+    `FunctionsHost(app_module="function_app")` imports the module afresh (as a new host process would), finds its
+    FunctionApp and indexes it once. Use as a context manager, or start()/stop().
+    """
+
+    def __init__(self, app_module: str = "function_app", port: int = 0, *, app: func.FunctionRegister | None = None,
+                 max_workers: int | None = None, system_key: str | None = None, log_level: int = logging.INFO) -> None:
+        self.app_module = app_module
+        self._app = app
+        self.port = port
+        self.system_key = system_key  # when set, the webhook requires ?code=<key> (the eventgrid_extension system key)
+        self.log_level = log_level
+        self.max_workers = max_workers
+        self.functions: dict[str, IndexedFunction] = {}
+        self.invocations: list[Invocation] = []
+        self.requests: list[dict[str, Any]] = []  # every webhook request: method, function, event type, status
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._handler = _CaptureHandler(level=logging.DEBUG)
+        self._saved_level: int | None = None
+        self._timer_last: dict[str, str] = {}
+
+    # -------------------------------------------------------------- lifecycle
+    def load(self) -> dict[str, IndexedFunction]:
+        if self._app is None:
+            sys.modules.pop(self.app_module, None)  # a fresh import per host, as a new worker process does
+            module = importlib.import_module(self.app_module)
+            self._app = find_function_app(module)
+            directory = str(getattr(module, "__file__", "") or ".")
+        else:
+            directory = "."
+        self.functions = index_app(self._app, directory)
+        return self.functions
+
+    def start(self) -> FunctionsHost:
+        if not self.functions:
+            self.load()
+        self._pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="funchost-worker")
+        root = logging.getLogger()
+        root.addHandler(self._handler)
+        if root.level > self.log_level or root.level == logging.NOTSET:
+            self._saved_level = root.level
+            root.setLevel(self.log_level)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="funchost-loop", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._astart(), self._loop).result(30)
+        log.info("functions host serving %s with %s", self.url, sorted(self.functions))
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(15)  # type: ignore[union-attr]
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(10)
+        self._loop = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        root = logging.getLogger()
+        root.removeHandler(self._handler)
+        if self._saved_level is not None:
+            root.setLevel(self._saved_level)
+            self._saved_level = None
+
+    def __enter__(self) -> FunctionsHost:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def webhook_url(self, function_name: str) -> str:
+        """The Event Grid subscription endpoint for a function, as `az eventgrid event-subscription create` would use."""
+        code = f"&code={self.system_key}" if self.system_key else ""
+        return f"{self.url}{WEBHOOK_PATH}?functionName={function_name}{code}"
+
+    # -------------------------------------------------------------- invoking
+    def _invoke_sync(self, fn: IndexedFunction, trigger_value: Any, payload: str) -> Invocation:
+        inv = Invocation(id=str(uuid.uuid4()), function=fn.name, trigger=trigger_value, payload=payload, started=time.time())
+        token = _current.set(inv)
+        try:
+            kwargs: dict[str, Any] = {}
+            outs: dict[str, _Out] = {}
+            for p in fn.params.values():
+                if p.direction == "out":
+                    outs[p.name] = kwargs[p.name] = _Out()
+                else:
+                    kwargs[p.name] = trigger_value
+            if fn.requires_context:
+                kwargs["context"] = _Context(inv.id, fn)
+            if fn.is_async:
+                inv.result = asyncio.run(fn.func(**kwargs))
+            else:
+                inv.result = fn.func(**kwargs)
+            inv.outputs = {k: o.get() for k, o in outs.items()}
+            inv.succeeded = True
+        except Exception as exc:  # the worker reports any exception as a failed invocation
+            inv.exception = exc
+            logging.getLogger("azure_functions_worker").error("Exception while executing function: Functions.%s", fn.name,
+                                                              exc_info=True)
+        finally:
+            _current.reset(token)
+            inv.ended = time.time()
+            with self._lock:
+                self.invocations.append(inv)
+        return inv
+
+    def _decode(self, fn: IndexedFunction, payload: str) -> Any:
+        param = fn.params[fn.trigger_param]
+        converter = meta.get_binding_registry().get(param.binding_type)
+        datum = meta.Datum(type="json", value=payload)
+        if param.binding_type == "generic":
+            return payload if param.pytype is not bytes else payload.encode()
+        return converter.decode(datum, trigger_metadata={})
+
+    def invoke_event(self, function_name: str, event: dict[str, Any]) -> Invocation:
+        """Run an Event Grid function once for one event JSON, in the calling thread (no HTTP)."""
+        fn = self.functions[function_name]
+        payload = json.dumps(event, indent=2)
+        return self._invoke_sync(fn, self._decode(fn, payload), payload)
+
+    def fire_timer(self, name: str, past_due: bool = False) -> Invocation:
+        """Run a timer function once with the payload the host sends (decoded to azure.functions.timer.TimerRequest)."""
+        fn = self.functions.get(name)
+        if fn is None or fn.trigger_type != TIMER_TRIGGER:
+            timers = sorted(n for n, f in self.functions.items() if f.trigger_type == TIMER_TRIGGER)
+            raise KeyError(f"no timer function {name!r}; timer functions: {timers}")
+        now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+        payload = json.dumps({
+            "Schedule": {"AdjustForDST": True},
+            "ScheduleStatus": {"Last": self._timer_last.get(name, "0001-01-01T00:00:00"), "Next": now.isoformat(),
+                               "LastUpdated": now.isoformat()},
+            "IsPastDue": past_due,
+        })
+        self._timer_last[name] = now.isoformat()
+        param = fn.params[fn.trigger_param]
+        if param.binding_type == "generic":
+            value: Any = payload
+        else:
+            value = meta.get_binding_registry().get(TIMER_TRIGGER).decode(meta.Datum(type="json", value=payload),
+                                                                           trigger_metadata={})
+        return self._invoke_sync(fn, value, payload)
+
+    def invocations_of(self, function_name: str) -> list[Invocation]:
+        with self._lock:
+            return [i for i in self.invocations if i.function == function_name]
+
+    # -------------------------------------------------------------- HTTP
+    async def _astart(self) -> None:
+        app = web.Application(client_max_size=64 * 1024**2)
+        app.router.add_route("*", WEBHOOK_PATH, self._webhook)
+        app.router.add_get("/admin/host/status", self._status)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response({"state": "Running", "functions": sorted(self.functions)})
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        resp = await self._handle(request)
+        with self._lock:
+            self.requests.append({"method": request.method, "function": request.query.get("functionName"),
+                                  "event_type": request.headers.get("aeg-event-type"), "status": resp.status})
+        return resp
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if self.system_key is not None and request.query.get("code") != self.system_key:
+            return web.Response(status=401)
+        name = request.query.get("functionName", "")
+        fn = self.functions.get(name)
+        if fn is None or fn.trigger_type != EVENTGRID_TRIGGER:
+            listeners = sorted(n for n, f in self.functions.items() if f.trigger_type == EVENTGRID_TRIGGER)
+            return web.Response(status=404, text=f"cannot find function: '{name}', available function names: [{', '.join(listeners)}]")
+        if request.method == "OPTIONS":  # CloudEvents abuse protection
+            origin = request.headers.get("WebHook-Request-Origin")
+            if not origin:
+                return web.Response(status=400, text="WebHook-Request-Origin header is required")
+            return web.Response(status=200, headers={"WebHook-Allowed-Origin": origin, "Allow": "POST"})
+        if request.method != "POST":
+            return web.Response(status=405)
+        event_type = request.headers.get("aeg-event-type", "")
+        raw = await request.text()
+        if event_type.lower() == "subscriptionvalidation":
+            try:
+                body = json.loads(raw)
+                if isinstance(body, list):
+                    code = body[0]["data"]["validationCode"]
+                else:
+                    data = body["data"]
+                    code = (json.loads(data) if isinstance(data, str) else data)["validationCode"]
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                return web.Response(status=400, text=f"cannot read the validation code: {exc}")
+            log.info("perform handshake with eventGrid for function: %s", name)
+            return web.json_response({"validationResponse": code})
+        if event_type.lower() == "notification":
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                return web.Response(status=400, text=f"the request content is not JSON: {exc}")
+            if isinstance(body, dict):
+                body = [body]
+            if not isinstance(body, list):
+                return web.Response(status=400, text="The request content should be parseable into a JSON object or array")
+            loop = asyncio.get_running_loop()
+            jobs = []
+            for event in body:
+                payload = json.dumps(event, indent=2)  # the host hands each event over as JSON text (JToken.ToString)
+                try:
+                    value = self._decode(fn, payload)
+                except Exception as exc:  # decoding failures fail the invocation, as in the worker
+                    return web.Response(status=500, text=f"Exception binding parameter '{fn.trigger_param}': {exc}")
+                jobs.append(loop.run_in_executor(self._pool, self._invoke_sync, fn, value, payload))
+            results = await asyncio.gather(*jobs)
+            for inv in results:
+                if not inv.succeeded:
+                    return web.Response(status=500, text=f"Exception while executing function: Functions.{name}")
+            return web.Response(status=202)
+        if event_type.lower() == "unsubscribe":
+            return web.Response(status=202)
+        return web.Response(status=400)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emulator.funchost",
+                                     description="Serve a function app's Event Grid webhook locally (Functions host stand-in).")
+    parser.add_argument("--app", default="function_app", help="module holding the FunctionApp (default: function_app)")
+    parser.add_argument("--port", type=int, default=7071, help="port on 127.0.0.1 (default 7071, 0 for any)")
+    parser.add_argument("--fire-timer", metavar="NAME", help="run this timer function once and exit")
+    parser.add_argument("--past-due", action="store_true", help="with --fire-timer: mark the timer past due")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host = FunctionsHost(args.app, port=args.port)
+    try:
+        host.load()
+    except (ImportError, ValueError, FunctionLoadError) as exc:
+        print(f"error: cannot index {args.app}: {exc}", file=sys.stderr)
+        return 2
+    if args.fire_timer:
+        try:
+            inv = host.fire_timer(args.fire_timer, past_due=args.past_due)
+        except KeyError as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return 2
+        return 0 if inv.succeeded else 1
+    with host:
+        for name, fn in sorted(host.functions.items()):
+            where = host.webhook_url(name) if fn.trigger_type == EVENTGRID_TRIGGER else "(timer: use --fire-timer)"
+            print(f"{name}: {fn.trigger_type} {where}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

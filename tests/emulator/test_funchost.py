@@ -1,0 +1,231 @@
+"""The Functions host stand-in: indexing like the worker, the Event Grid webhook contract, timers, and the whole path
+registry push → Event Grid → host → function."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+import requests
+from azure.functions.timer import TimerRequest
+
+from emulator.funchost import FunctionLoadError, FunctionsHost
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
+APP_DIR = FIXTURES / "sample_funcapp"
+SUB_ID = "3c9a1f0e-0000-4000-8000-00000000f401"
+REGISTRY = "acrhost"
+
+
+def reference(schema: str, name: str = "image_pushed") -> dict[str, Any]:
+    return json.loads((FIXTURES / "eventgrid" / schema / f"{name}.json").read_text())
+
+
+@pytest.fixture
+def app_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(APP_DIR))
+
+
+@pytest.fixture
+def host(app_path: None) -> Iterator[FunctionsHost]:
+    with FunctionsHost("sample_function_app") as h:
+        yield h
+
+
+def post(host: FunctionsHost, function: str, body: Any, event_type: str = "Notification",
+         content_type: str = "application/json") -> requests.Response:
+    return requests.post(f"{host.url}/runtime/webhooks/eventgrid", params={"functionName": function}, data=json.dumps(body),
+                         headers={"aeg-event-type": event_type, "Content-Type": content_type}, timeout=30)
+
+
+# ------------------------------------------------------------------------------------------------ indexing
+
+
+def test_indexes_the_app_like_the_worker(host: FunctionsHost):
+    assert {n: f.trigger_type for n, f in host.functions.items()} == {
+        "on_image_pushed": "eventGridTrigger", "on_cloud_event": "eventGridTrigger", "on_raw": "eventGridTrigger",
+        "nightly_audit": "timerTrigger",
+    }
+    assert host.functions["on_image_pushed"].requires_context
+    assert host.functions["on_raw"].params["raw"].binding_type == "generic"  # str annotation: the worker's generic binding
+
+
+def test_annotation_mismatch_is_refused_at_indexing(app_path: None):
+    with pytest.raises(FunctionLoadError) as info:
+        FunctionsHost("bad_function_app").load()
+    assert str(info.value) == ('cannot load the mismatched function: type of event binding in function.json "eventGridTrigger" '
+                               'does not match its Python annotation "TimerRequest"')
+
+
+def test_each_host_imports_the_app_afresh(app_path: None):
+    with FunctionsHost("sample_function_app") as one, FunctionsHost("sample_function_app") as two:
+        assert one.functions["on_raw"].func is not two.functions["on_raw"].func
+
+
+# ------------------------------------------------------------------------------------------------ webhook contract
+
+
+def test_subscription_validation_handshake_both_forms(host: FunctionsHost):
+    eg = [{"id": "1", "topic": "/t", "subject": "", "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+           "eventTime": "2026-11-27T00:00:00.0000000Z", "data": {"validationCode": "ABC-123", "validationUrl": "https://x"},
+           "dataVersion": "2", "metadataVersion": "1"}]
+    resp = post(host, "on_image_pushed", eg, event_type="SubscriptionValidation")
+    assert resp.status_code == 200 and resp.json() == {"validationResponse": "ABC-123"}
+    ce = {"specversion": "1.0", "id": "2", "source": "/t", "type": "Microsoft.EventGrid.SubscriptionValidationEvent",
+          "data": json.dumps({"validationCode": "XYZ"})}  # double-encoded, as the host expects for CloudEvents
+    resp = post(host, "on_cloud_event", ce, event_type="SubscriptionValidation")
+    assert resp.json() == {"validationResponse": "XYZ"}
+    resp = requests.options(f"{host.url}/runtime/webhooks/eventgrid?functionName=on_cloud_event",
+                            headers={"WebHook-Request-Origin": "eventgrid.azure.net"}, timeout=10)
+    assert resp.status_code == 200 and resp.headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
+    assert host.invocations == []  # handshakes invoke nothing
+
+
+def test_eventgrid_event_is_decoded_to_func_eventgridevent(host: FunctionsHost):
+    ref = reference("event-grid-schema")
+    resp = post(host, "on_image_pushed", [ref])
+    assert resp.status_code == 202
+    [inv] = host.invocations_of("on_image_pushed")
+    event = inv.trigger
+    assert isinstance(event, func.EventGridEvent)
+    assert (event.id, event.subject, event.event_type, event.topic) == (ref["id"], ref["subject"], ref["eventType"], ref["topic"])
+    assert event.data_version == "2.0" and event.get_json() == ref["data"]
+    assert event.event_time == datetime.datetime(2021, 9, 8, 6, 37, 45, 660994, tzinfo=datetime.UTC)
+    assert inv.succeeded and inv.messages[0].startswith(f"pushed samples/nginx@{ref['data']['target']['digest']} (invocation ")
+
+
+def test_cloudevent_is_decoded_to_func_cloudevent(host: FunctionsHost):
+    ref = reference("cloud-events-schema")
+    resp = post(host, "on_cloud_event", ref, content_type="application/cloudevents+json; charset=utf-8")  # a single object
+    assert resp.status_code == 202
+    [inv] = host.invocations_of("on_cloud_event")
+    assert isinstance(inv.trigger, func.CloudEvent)
+    assert (inv.trigger.type, inv.trigger.source, inv.trigger.subject) == (ref["type"], ref["source"], ref["subject"])
+    assert inv.trigger.get_json() == ref["data"] and inv.trigger.specversion == "1.0" and inv.trigger.extension_attrs == {}
+    assert inv.messages == [f"cloud event {ref['type']} {ref['subject']}"]
+
+
+def test_str_annotation_receives_the_event_json(host: FunctionsHost):
+    ref = reference("event-grid-schema")
+    assert post(host, "on_raw", [ref]).status_code == 202
+    [inv] = host.invocations_of("on_raw")
+    assert isinstance(inv.trigger, str) and json.loads(inv.trigger) == ref
+
+
+def test_one_invocation_per_event_and_500_when_any_fails(host: FunctionsHost):
+    ok, bad = reference("event-grid-schema"), reference("event-grid-schema")
+    bad["id"], bad["subject"] = "bad-one", "samples/nginx:fail"
+    resp = post(host, "on_image_pushed", [ok, bad])
+    assert resp.status_code == 500 and resp.text == "Exception while executing function: Functions.on_image_pushed"
+    invs = sorted(host.invocations_of("on_image_pushed"), key=lambda i: i.succeeded)
+    assert [i.succeeded for i in invs] == [False, True]
+    assert isinstance(invs[0].exception, RuntimeError) and "refusing samples/nginx:fail" in str(invs[0].exception)
+    assert any(r.levelname == "ERROR" and r.exc_info for r in invs[0].records)
+
+
+def test_unknown_function_unknown_event_type_and_timer_name(host: FunctionsHost):
+    resp = post(host, "nope", [])
+    assert resp.status_code == 404 and "cannot find function: 'nope'" in resp.text
+    assert post(host, "nightly_audit", []).status_code == 404  # timers have no webhook
+    assert post(host, "on_raw", [], event_type="Bogus").status_code == 400
+    assert post(host, "on_raw", [], event_type="Unsubscribe").status_code == 202
+
+
+def test_two_deliveries_run_at_once(host: FunctionsHost):
+    """Each function waits for the other at a barrier: only a host that invokes concurrently completes both."""
+    events = []
+    for i in range(2):
+        e = reference("event-grid-schema")
+        e["id"], e["subject"] = f"together-{i}", "samples/nginx:together"
+        events.append(e)
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda e=e: results.append(post(host, "on_image_pushed", [e]).status_code)) for e in events]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [202, 202]
+
+
+def test_fire_timer_passes_a_real_timer_request(host: FunctionsHost):
+    inv = host.fire_timer("nightly_audit", past_due=True)
+    assert inv.succeeded and isinstance(inv.trigger, TimerRequest) and inv.trigger.past_due is True
+    assert inv.trigger.schedule == {"AdjustForDST": True}
+    assert [(r.levelname, r.getMessage()) for r in inv.records] == [("WARNING", "audit fired past_due=True")]
+    with pytest.raises(KeyError, match="timer functions: \\['nightly_audit'\\]"):
+        host.fire_timer("on_raw")
+
+
+def test_system_key_is_required_when_set(app_path: None):
+    with FunctionsHost("sample_function_app", system_key="s3cret") as h:
+        url = h.webhook_url("on_raw")
+        assert url.endswith("functionName=on_raw&code=s3cret")
+        assert requests.post(url.replace("s3cret", "wrong"), json=[], headers={"aeg-event-type": "Notification"},
+                             timeout=10).status_code == 401
+        assert requests.post(url, json=[], headers={"aeg-event-type": "Notification"}, timeout=10).status_code == 202
+
+
+def test_cli_fires_a_timer_and_explains_bad_names():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(APP_DIR), str(REPO)])}
+    ok = subprocess.run([sys.executable, "-m", "emulator.funchost", "--app", "sample_function_app", "--fire-timer", "nightly_audit"],
+                        capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert "audit fired past_due=False" in ok.stderr
+    bad = subprocess.run([sys.executable, "-m", "emulator.funchost", "--app", "sample_function_app", "--fire-timer", "nope"],
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert bad.returncode == 2 and "no timer function 'nope'" in bad.stderr
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+def test_registry_push_reaches_the_function_through_event_grid(make_emulator, host: FunctionsHost):
+    emu = make_emulator({
+        "seed": 5,
+        "settings": {"eventgrid_retry_base_seconds": 0.05},
+        "subscriptions": [{"id": SUB_ID, "registries": [{"name": REGISTRY, "location": "westeurope"}]}],
+        "eventgrid": {"subscriptions": [
+            {"name": "push-fn", "registry": REGISTRY, "endpoint": host.webhook_url("on_image_pushed"),
+             "included_event_types": ["Microsoft.ContainerRegistry.ImagePushed"], "max_delivery_attempts": 2},
+            {"name": "cloud-fn", "registry": REGISTRY, "endpoint": host.webhook_url("on_cloud_event"),
+             "schema": "CloudEventSchemaV1_0"},
+        ]},
+    })
+    admin, ca = emu.endpoints["admin"], emu.endpoints["ca_bundle"]
+    resp = requests.post(f"{admin}/registries/{REGISTRY}/images", json={"repository": "team/api", "tags": ["2.1.0"]},
+                         verify=ca, timeout=30)
+    digest = resp.json()["digest"]
+    requests.post(f"{admin}/registries/{REGISTRY}/images", json={"repository": "team/api", "tags": ["fail"]},
+                  verify=ca, timeout=30).raise_for_status()
+    eg = emu.ctx.extras["eventgrid"]
+    assert eg.wait_idle_blocking(30)
+
+    pushed = {i.trigger.subject: i for i in host.invocations_of("on_image_pushed")}
+    good = pushed["team/api:2.1.0"]
+    assert good.succeeded and isinstance(good.trigger, func.EventGridEvent)
+    data = good.trigger.get_json()
+    assert data["target"]["digest"] == digest and data["location"] == "westeurope"
+    assert data["request"]["host"] == emu.world.registries[REGISTRY].login_server
+    assert good.trigger.topic == emu.world.registries[REGISTRY].resource_id
+
+    clouds = host.invocations_of("on_cloud_event")
+    assert sorted(i.trigger.subject for i in clouds) == ["team/api:2.1.0", "team/api:fail"]
+    assert all(isinstance(i.trigger, func.CloudEvent) and i.succeeded for i in clouds)
+
+    # the failing function: the host answers 500, Event Grid retries, then dead-letters after max_delivery_attempts
+    failing = [a for a in eg.delivery_attempts("push-fn") if a.status == 500]
+    assert [a.attempt for a in failing] == [1, 2]
+    [dead] = eg.dead_letters
+    assert dead["event"]["subject"] == "team/api:fail" and dead["event"]["deadLetterReason"] == "MaxDeliveryAttemptsExceeded"
+    assert dead["event"]["lastHttpStatusCode"] == 500
+    assert [a.status for a in eg.delivery_attempts("cloud-fn")] == [202, 202]
