@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import hashlib
+import hmac
 import json
 import secrets
 import threading
@@ -12,6 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
@@ -173,11 +176,24 @@ class Topic:
     name: str
     input_schema: str = "CloudEventSchemaV1_0"
     key: str = field(default_factory=lambda: base64.b64encode(secrets.token_bytes(32)).decode())
-    events: list[dict[str, Any]] = field(default_factory=list)  # each: {"event": ..., "auth": "key"|"token", "received": ts}
+    events: list[dict[str, Any]] = field(default_factory=list)  # each: {"event", "auth": key|sas|token, "received": ts}
 
     @property
     def resource_id_suffix(self) -> str:
         return f"/providers/Microsoft.EventGrid/topics/{self.name}"
+
+
+def check_subscription(sub: EventSubscription, where: str = "event subscription") -> None:
+    """Reject what ARM would reject when the subscription is created (maxDeliveryAttempts 1-30, a webhook URL)."""
+    if not 1 <= sub.max_delivery_attempts <= 30:
+        raise ScenarioError(f"{where}.max_delivery_attempts: {sub.max_delivery_attempts} is outside 1-30 (Event Grid's limits)")
+    if not sub.endpoint.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        raise ScenarioError(f"{where}.endpoint: {sub.endpoint!r} must be an https:// URL (or http:// on 127.0.0.1 for local "
+                            "receivers; real Event Grid accepts https only)")
+    if sub.retry_base_seconds <= 0 or sub.retry_max_seconds <= 0:
+        raise ScenarioError(f"{where}.retry_base_seconds/retry_max_seconds must be positive")
+    if not 0.0 <= sub.duplicate_rate <= 1.0:
+        raise ScenarioError(f"{where}.duplicate_rate must be between 0 and 1")
 
 
 class ValidationFailed(Exception):
@@ -285,6 +301,9 @@ class EventGrid:
             p.attempts += 1
             status, outcome, error = 0, "GenericError", ""
             assert self._sem is not None
+            decision = self.ctx.faults.decide("eventgrid.delivery", "POST", f"/{sub.name}")
+            if decision.latency_s:  # Event Grid itself slow to dispatch (only latency applies to this class)
+                await asyncio.sleep(decision.latency_s)
             async with self._sem:
                 try:
                     await self.ensure_validated(sub)
@@ -452,7 +471,14 @@ class EventGrid:
         return len(self._tasks)
 
     def add_subscription(self, raw: dict[str, Any]) -> EventSubscription:
-        return add_event_subscription(self.world, dict(raw), where="event subscription")
+        """Register a subscription at run time (no handshake here: it happens before its first delivery)."""
+        sub = add_event_subscription(self.world, dict(raw), where="event subscription")
+        try:
+            check_subscription(sub)
+        except ScenarioError:
+            self.world.event_subscriptions.pop(sub.name, None)
+            raise
+        return sub
 
     def add_topic(self, name: str, input_schema: str = "CloudEventSchemaV1_0") -> Topic:
         if input_schema not in TOPIC_SCHEMAS:
@@ -538,11 +564,37 @@ class EventGrid:
                 return eg_error(401, "Unauthorized", f"The access token audience {claims.get('aud')!r} is not "
                                 f"{EVENTGRID_AUDIENCE!r}.")
             return "token"
-        if request.headers.get("aeg-sas-token") is not None:
-            return eg_error(401, "Unauthorized", "SAS tokens (aeg-sas-token) are not supported by this emulator; use "
-                            "aeg-sas-key or an Entra ID token.")
+        sas = request.headers.get("aeg-sas-token")
+        if sas is not None:
+            problem = check_sas(sas, topic.key, self.topic_url(topic.name))
+            if problem:
+                return eg_error(401, "Unauthorized", f"The request authorization token is not authorized for "
+                                f"{request.host.upper()}. This is due to the reason: {problem}.")
+            return "sas"
         return eg_error(401, "Unauthorized", "Request must contain one of the following authorization signature: "
                         "aeg-sas-token, aeg-sas-key.")
+
+
+def check_sas(token: str, key: str, topic_url: str) -> str | None:
+    """Verify an `aeg-sas-token` (`r=<resource>&e=<expiry>&s=<signature>`, HMAC-SHA256 with the topic key); None if valid."""
+    parts = dict(p.split("=", 1) for p in token.split("&") if "=" in p)
+    if not {"r", "e", "s"} <= set(parts):
+        return "MalformedToken"
+    unsigned = f"r={parts['r']}&e={parts['e']}"
+    expected = base64.b64encode(hmac.new(base64.b64decode(key), unsigned.encode("ascii"), hashlib.sha256).digest()).decode()
+    if not hmac.compare_digest(expected, unquote(parts["s"])):
+        return "InvalidSignature"
+    try:
+        expiry = datetime.datetime.fromisoformat(unquote(parts["e"]))
+    except ValueError:
+        return "MalformedToken"
+    if expiry.tzinfo is None:
+        expiry = expiry.replace(tzinfo=datetime.UTC)
+    if expiry < datetime.datetime.now(datetime.UTC):
+        return "TokenExpired"
+    if not unquote(parts["r"]).lower().startswith(topic_url.lower()):
+        return "InvalidResource"
+    return None
 
 
 def _json_token(value: Any) -> str:
@@ -593,6 +645,8 @@ def classify(path: str) -> str | None:
 
 
 def setup(app: web.Application, ctx: Context) -> None:
+    for i, sub in enumerate(ctx.world.event_subscriptions.values()):
+        check_subscription(sub, where=f"eventgrid.subscriptions[{i}]")
     eg = EventGrid(ctx)
     ctx.extras["eventgrid"] = eg
     ctx.world.add_listener(eg.on_world_event)
@@ -614,7 +668,7 @@ def setup(app: web.Application, ctx: Context) -> None:
         result = eg.check_publish(request, topic, raw)
         if isinstance(result, web.Response):
             return result
-        auth = "key" if "aeg-sas-key" in request.headers else "token"
+        auth = "key" if "aeg-sas-key" in request.headers else "sas" if "aeg-sas-token" in request.headers else "token"
         now = time.time()
         with eg._lock:
             topic.events.extend({"event": e, "auth": auth, "received": now} for e in result)

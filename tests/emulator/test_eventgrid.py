@@ -483,3 +483,49 @@ def test_publish_rejections_match_event_grid(make_emulator):
                          verify=ca, timeout=10)
     assert resp.status_code == 404
     assert eventgrid(emu).topic_events() == []  # nothing rejected was stored
+
+
+def test_publish_with_sas_token(make_emulator):
+    import datetime
+
+    from azure.core.credentials import AzureSasCredential
+    from azure.eventgrid import generate_sas
+
+    emu = make_emulator(scenario())
+    url, key = eventgrid(emu).topic_url(DEFAULT_TOPIC), emu.env["AUTOPILOT_TOPIC_KEY"]
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=10)
+    _publisher(emu, AzureSasCredential(generate_sas(url, key, soon))).send([CloudEvent(source="/x", type="Autopilot.Sas", data={})])
+    assert eventgrid(emu).topics[DEFAULT_TOPIC].events[0]["auth"] == "sas"
+
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+    with pytest.raises(ClientAuthenticationError, match="TokenExpired"):
+        _publisher(emu, AzureSasCredential(generate_sas(url, key, past))).send([CloudEvent(source="/x", type="T", data={})])
+    other_key = "b3RoZXIta2V5LW90aGVyLWtleS1vdGhlci1rZXktMTIzNA=="
+    with pytest.raises(ClientAuthenticationError, match="InvalidSignature"):
+        _publisher(emu, AzureSasCredential(generate_sas(url, other_key, soon))).send([CloudEvent(source="/x", type="T", data={})])
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("max_delivery_attempts", 31, "outside 1-30"),
+    ("endpoint", "http://example.com/hook", "must be an https:// URL"),
+    ("duplicate_rate", 2.0, "between 0 and 1"),
+])
+def test_impossible_subscriptions_are_refused(make_emulator, field, value, message):
+    from emulator.scenario import ScenarioError
+
+    sub = {"name": "s", "registry": REGISTRY, "endpoint": "https://127.0.0.1:1/hook", field: value}
+    with pytest.raises(ScenarioError, match=message):
+        make_emulator(scenario(sub))
+    emu = make_emulator(scenario())
+    resp = requests.post(f"{emu.endpoints['admin']}/eventgrid/subscriptions", json={**sub, "validate": False},
+                         verify=emu.endpoints["ca_bundle"], timeout=10)
+    assert resp.status_code == 400 and message in resp.json()["error"]
+    assert emu.world.event_subscriptions == {}
+
+
+def test_endpoints_json_names_the_topic(make_emulator):
+    emu = make_emulator(scenario())
+    written = json.loads(emu.endpoints_path.read_text())
+    assert written["eventgrid"]["topics"][DEFAULT_TOPIC] == written["env"]["AUTOPILOT_TOPIC_ENDPOINT"]
+    assert written["env"]["AUTOPILOT_TOPIC_ENDPOINT"].endswith(f"/topics/{DEFAULT_TOPIC}/api/events")
+    assert written["env"]["AUTOPILOT_TOPIC_KEY"] == eventgrid(emu).topics[DEFAULT_TOPIC].key
