@@ -17,12 +17,14 @@ import importlib
 import inspect
 import json
 import logging
+import os
+import re
 import sys
 import threading
 import time
 import typing
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -48,6 +50,68 @@ class FunctionLoadError(RuntimeError):
         super().__init__(f"cannot load the {function_name} function: {msg}")
 
 
+class HostIndexingError(FunctionLoadError):
+    """The host (not the worker) refuses a function: unresolvable %setting% expressions, an invalid timer schedule."""
+
+    def __init__(self, function_name: str, msg: str) -> None:
+        RuntimeError.__init__(self, f"Error indexing method 'Functions.{function_name}'. {msg}")
+
+
+# ------------------------------------------------------------------------------------------------ host-side checks
+
+_SETTING_EXPR = re.compile(r"%([^%]+)%")
+_CRON_FIELDS = ((0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 6))  # NCRONTAB: second minute hour day month day-of-week
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_CRON_NAMES = {4: {m: i + 1 for i, m in enumerate(_MONTHS)}, 5: {d: i for i, d in enumerate(_DAYS)}}
+_TIMESPAN = re.compile(r"^(\d+\.)?\d{1,2}:\d{2}(:\d{2})?$")
+
+
+def resolve_setting_expressions(function_name: str, value: str, env: typing.Mapping[str, str]) -> str:
+    """Replace `%NAME%` with the app setting, as the host does for binding properties; a missing setting is an error."""
+
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise HostIndexingError(function_name, f"'%{name}%' does not resolve to a value.")
+        return env[name]
+
+    return _SETTING_EXPR.sub(lookup, value)
+
+
+def _cron_value(text: str, index: int) -> int | None:
+    names = _CRON_NAMES.get(index, {})
+    if text.lower() in names:
+        return names[text.lower()]
+    return int(text) if text.isdigit() else None
+
+
+def check_schedule(expression: str) -> bool:
+    """A six-field NCRONTAB expression (seconds first) or a TimeSpan, as the timer trigger accepts."""
+    if _TIMESPAN.match(expression.strip()):
+        return True
+    fields = expression.split()
+    if len(fields) != 6:
+        return False
+    for index, field_text in enumerate(fields):
+        lo, hi = _CRON_FIELDS[index]
+        for part in field_text.split(","):
+            base, slash, step = part.partition("/")
+            if slash and not (step.isdigit() and int(step) > 0):
+                return False
+            if base == "*":
+                continue
+            bounds = base.split("-")
+            if len(bounds) > 2:
+                return False
+            values = [_cron_value(b, index) for b in bounds]
+            if any(v is None or not lo <= v <= hi for v in values):
+                return False
+            if len(values) == 2 and values[0] > values[1]:  # type: ignore[operator]
+                return False
+    return True
+
+
 # ------------------------------------------------------------------------------------------------ indexed functions
 
 
@@ -69,6 +133,7 @@ class IndexedFunction:
     requires_context: bool
     is_async: bool
     directory: str
+    trigger_settings: dict[str, Any] = field(default_factory=dict)  # the trigger's function.json entry, %settings% resolved
 
 
 @dataclass
@@ -176,9 +241,14 @@ def find_function_app(module: ModuleType) -> func.FunctionRegister:
     return apps[0]
 
 
-def index_app(app: func.FunctionRegister, directory: str = ".") -> dict[str, IndexedFunction]:
-    """`app.get_functions()` (once) and the worker's per-function checks; raises FunctionLoadError like the worker."""
+def index_app(app: func.FunctionRegister, directory: str = ".",
+              env: typing.Mapping[str, str] | None = None) -> dict[str, IndexedFunction]:
+    """`app.get_functions()` (once), the host's binding checks and the worker's per-function checks.
+
+    Raises FunctionLoadError (worker) or HostIndexingError (host) with the message they would log.
+    """
     registry = meta.get_binding_registry()
+    env = os.environ if env is None else env
     indexed: dict[str, IndexedFunction] = {}
     for function in app.get_functions():
         name = function.get_function_name()
@@ -189,6 +259,11 @@ def index_app(app: func.FunctionRegister, directory: str = ".") -> dict[str, Ind
         if trigger.type not in SUPPORTED_TRIGGERS:
             raise FunctionLoadError(name, f"trigger {trigger.type!r} is not served by this host stand-in "
                                     f"(supported: {sorted(SUPPORTED_TRIGGERS)})")
+        settings = {k: resolve_setting_expressions(name, v, env) if isinstance(v, str) else v
+                    for k, v in trigger.get_dict_repr().items()}
+        if trigger.type == TIMER_TRIGGER and not check_schedule(str(settings.get("schedule", ""))):
+            raise HostIndexingError(name, f"The schedule expression '{settings.get('schedule')}' was not recognized as a valid "
+                                    "cron expression or timespan string.")
         sig = inspect.signature(user_func)
         params = dict(sig.parameters)
         annotations = typing.get_type_hints(user_func)
@@ -228,6 +303,7 @@ def index_app(app: func.FunctionRegister, directory: str = ".") -> dict[str, Ind
         indexed[name] = IndexedFunction(
             name=name, func=user_func, trigger_type=trigger.type, trigger_param=trigger.name, params=out,
             requires_context=requires_context, is_async=inspect.iscoroutinefunction(user_func), directory=directory,
+            trigger_settings=settings,
         )
     return indexed
 
@@ -273,6 +349,7 @@ class FunctionsHost:
         self._handler = _CaptureHandler(level=logging.DEBUG)
         self._saved_level: int | None = None
         self._timer_last: dict[str, str] = {}
+        self.startup: list[Future[Invocation]] = []  # run_on_startup timer runs fired by start()
 
     # -------------------------------------------------------------- lifecycle
     def load(self) -> dict[str, IndexedFunction]:
@@ -300,6 +377,9 @@ class FunctionsHost:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._astart(), self._loop).result(30)
         log.info("functions host serving %s with %s", self.url, sorted(self.functions))
+        for name, fn in self.functions.items():
+            if fn.trigger_type == TIMER_TRIGGER and fn.trigger_settings.get("runOnStartup"):
+                self.startup.append(self._pool.submit(self.fire_timer, name))  # as the host does for run_on_startup timers
         return self
 
     def stop(self) -> None:

@@ -229,3 +229,50 @@ def test_registry_push_reaches_the_function_through_event_grid(make_emulator, ho
     assert dead["event"]["subject"] == "team/api:fail" and dead["event"]["deadLetterReason"] == "MaxDeliveryAttemptsExceeded"
     assert dead["event"]["lastHttpStatusCode"] == 500
     assert [a.status for a in eg.delivery_attempts("cloud-fn")] == [202, 202]
+
+
+@pytest.mark.parametrize(("expression", "valid"), [
+    ("0 */5 * * * *", True), ("0 30 9 * * mon-fri", True), ("0 0 0 1 jan,jul *", True), ("01:00:00", True),
+    ("0 * * * *", False), ("61 * * * * *", False), ("0 0 25 * * *", False), ("0 0 * * * 8", False), ("*/0 * * * * *", False),
+    ("hourly", False),
+])
+def test_timer_schedules_are_checked_like_the_host(expression: str, valid: bool):
+    from emulator.funchost import check_schedule
+
+    assert check_schedule(expression) is valid
+
+
+def test_setting_expressions_resolve_from_the_environment_or_fail_indexing(monkeypatch: pytest.MonkeyPatch):
+    from emulator.funchost import HostIndexingError
+
+    def make_app() -> func.FunctionApp:
+        app = func.FunctionApp()
+
+        @app.timer_trigger(schedule="%MY_SCHEDULE%", arg_name="timer", run_on_startup=True)
+        def tick(timer: func.TimerRequest) -> None:
+            import logging
+
+            logging.info("tick")
+
+        return app
+
+    monkeypatch.delenv("MY_SCHEDULE", raising=False)
+    with pytest.raises(HostIndexingError, match="'%MY_SCHEDULE%' does not resolve to a value"):
+        FunctionsHost(app=make_app()).load()
+    monkeypatch.setenv("MY_SCHEDULE", "every hour")
+    with pytest.raises(HostIndexingError, match="schedule expression 'every hour' was not recognized"):
+        FunctionsHost(app=make_app()).load()
+    monkeypatch.setenv("MY_SCHEDULE", "0 0 * * * *")
+    with FunctionsHost(app=make_app()) as h:
+        assert h.functions["tick"].trigger_settings["schedule"] == "0 0 * * * *"
+        [started] = h.startup  # run_on_startup: the host fires it once in the background when it starts
+        assert started.result(30).messages == ["tick"]
+        assert len(h.invocations_of("tick")) == 1
+
+
+def test_the_real_function_app_indexes():
+    """The shipped function_app.py loads in the host: both functions, the triggers the platform will bind."""
+    with FunctionsHost("function_app") as h:
+        kinds = {n: f.trigger_type for n, f in h.functions.items()}
+    assert kinds.get("on_image_pushed") == "eventGridTrigger"
+    assert any(kind == "timerTrigger" for kind in kinds.values())
