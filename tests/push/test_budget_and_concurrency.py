@@ -1,0 +1,130 @@
+"""Request budgets per event, exactly-once under parallel deliveries across instances, and faults with triple delivery."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from emulator.services.eventgrid import build_system_event
+from shared.acr import TokenCache
+from shared.push.service import PushService
+
+from .conftest import FUNCTION, PREMIUM, Stack, reset_instance
+
+
+def event_for(stack: Stack, digest: str, tag: str, schema: str = "EventGridSchema", repository: str = "app") -> dict[str, Any]:
+    """The event ACR would send for `repository:tag` → `digest` (built by the emulator's own Event Grid)."""
+    reg = stack.registry()
+    manifest = reg.repositories[repository].manifests[digest]
+    emitted = {"repository": repository, "digest": digest, "mediaType": manifest.media_type, "size": manifest.size,
+               "length": manifest.size, "tag": tag}
+    return build_system_event("ImagePushed", reg, emitted).render(schema)
+
+
+def registry_requests(stack: Stack, mark: int) -> list[tuple[str, str]]:
+    return [(r["method"], r["path"]) for r in stack.emu.requests_since(mark, service="acr") if r["host"] == PREMIUM]
+
+
+def invoke(stack: Stack, event: dict[str, Any]) -> list[tuple[str, str]]:
+    mark = stack.emu.request_mark()
+    inv = stack.host.invoke_event(FUNCTION, event)
+    assert inv.succeeded, inv.exception
+    return registry_requests(stack, mark)
+
+
+def test_request_budget_per_event(push_stack):
+    images = [
+        {"tags": ["streaming-1"], "layers_mb": [3], "streaming": True, "seed": "s1"},
+        {"tags": ["streaming-2"], "layers_mb": [3], "streaming": True, "seed": "s2"},
+        {"tags": ["new-single"], "layers_mb": [3, 4], "seed": "n1"},
+        {"tags": ["new-index"], "platforms": ["linux/amd64", "linux/arm64"], "layers_mb": [3], "format": "oci", "seed": "n2"},
+    ]
+    stack = push_stack(images=images)
+    tags = stack.registry().repositories["app"].tags
+    digest = {name: rec.digest for name, rec in tags.items()}
+
+    # a cold instance: the first event adds only the token exchange (exchange + token), no /v2/ challenge
+    cold = invoke(stack, event_for(stack, digest["streaming-1"], "streaming-1"))
+    assert cold == [("POST", "/oauth2/exchange"), ("POST", "/oauth2/token"),
+                    ("GET", f"/v2/app/referrers/{digest['streaming-1']}")]
+    # warm, already streaming: 1 request
+    warm = invoke(stack, event_for(stack, digest["streaming-2"], "streaming-2", schema="CloudEventSchemaV1_0"))
+    assert warm == [("GET", f"/v2/app/referrers/{digest['streaming-2']}")]
+    # warm, new single-platform image: referrers, manifest, config blob, operation check, create = 5
+    single = invoke(stack, event_for(stack, digest["new-single"], "new-single"))
+    assert [m for m, _ in single] == ["GET", "GET", "GET", "GET", "POST"] and len(single) <= 5
+    assert single[1][1].startswith("/v2/app/manifests/") and single[2][1].startswith("/v2/app/blobs/")
+    assert single[3] == ("GET", f"/acr/v1/app/_streaming/{digest['new-single']}")
+    # warm, new index: manifest, referrers of its linux/amd64 child, operation check, create = 4
+    index = invoke(stack, event_for(stack, digest["new-index"], "new-index"))
+    assert len(index) == 4 and index[0][1] == f"/v2/app/manifests/{digest['new-index']}"
+    assert index[3] == ("POST", f"/acr/v1/app/_streaming/{digest['new-index']}")
+    # a fresh instance (new process: empty caches) pays the exchange again, and only that
+    reset_instance()
+    again = invoke(stack, event_for(stack, digest["streaming-1"], "streaming-1"))
+    assert again[:2] == [("POST", "/oauth2/exchange"), ("POST", "/oauth2/token")] and len(again) == 3
+    assert not any(path == "/v2/" for _m, path in cold + warm + single + index + again)
+
+
+def test_parallel_deliveries_on_separate_instances_create_exactly_one_conversion(push_stack):
+    """CI pushes app:1.4.2 and app:latest together; Event Grid also repeats itself: 8 deliveries, 4 instances, one digest."""
+    stack = push_stack(images=[{"tags": ["1.4.2", "latest"], "layers_mb": [3, 4], "seed": "ci"}])
+    digest = stack.registry().repositories["app"].tags["1.4.2"].digest
+    events = [event_for(stack, digest, tag, schema) for tag in ("1.4.2", "latest")
+              for schema in ("EventGridSchema", "CloudEventSchemaV1_0")] * 2
+    # each "instance" has its own service and its own token cache; they share only the storage account (the lock)
+    instances = [PushService.from_env(token_cache=TokenCache()) for _ in range(4)]
+    barrier = threading.Barrier(len(events))
+    outcomes: list[str] = []
+    errors: list[BaseException] = []
+
+    def deliver(i: int, event: dict[str, Any]) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(instances[i % len(instances)].handle_event(event).outcome)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver, args=(i, e)) for i, e in enumerate(events)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sorted(outcomes).count("created") == 1, outcomes
+    assert set(outcomes) <= {"created", "in-progress", "already-streaming"}
+    stack.settle()
+    assert len(stack.operations(digest)) == 1
+    assert len(stack.referrers(digest)) == 1
+    # without the lock the emulator would have started several conversions: it starts one per POST
+    posts = [r for r in stack.emu.requests_since(0, service="acr") if r["method"] == "POST" and "/_streaming/" in r["path"]]
+    assert len(posts) == 1
+
+
+def test_faults_and_triple_delivery_lose_nothing_and_duplicate_nothing(push_stack):
+    faults = [{"match": "acr.*", "error_rate": 0.2, "statuses": [429, 500, 503], "retry_after": 0.05}]
+    stack = push_stack(faults=faults)
+    for n in range(3):  # three subscriptions to the same function: every event is delivered three times
+        stack.subscribe(f"triple-{n}", schema="CloudEventSchemaV1_0" if n == 1 else "EventGridSchema")
+    digests = [stack.push(tags=[f"v{i}", f"v{i}-latest"], layers_mb=[2, 3], seed=f"fault-{i}") for i in range(6)]
+    multi = stack.push(tags=["multi"], platforms=["linux/amd64", "linux/arm64"], layers_mb=[2], seed="fault-multi")
+    arm = stack.push(tags=["arm"], platforms=["linux/arm64"], layers_mb=[2], seed="fault-arm")
+    stack.settle(timeout=120)
+
+    injected = [r for r in stack.emu.requests_since(0, service="acr") if r["status"] in (429, 500, 503)]
+    assert len(injected) > 10, "the fault plan did not bite"
+    for digest in digests:
+        assert len(stack.operations(digest)) == 1, digest
+        assert len(stack.referrers(digest)) == 1, digest
+    index = json.loads(stack.registry().repositories["app"].manifests[multi].content)
+    amd64 = next(m["digest"] for m in index["manifests"] if m["platform"]["architecture"] == "amd64")
+    assert len(stack.operations(multi)) == 1 and len(stack.referrers(amd64)) == 1
+    assert stack.operations(arm) == []
+    # no event lost: nothing dead-lettered or dropped, and every event got a successful delivery on each subscription
+    assert stack.eventgrid.dead_letters == [] and stack.eventgrid.dropped == []
+    delivered = {(a.subscription, a.event_id) for a in stack.eventgrid.delivery_attempts() if a.status == 202}
+    tagged = [e for e in stack.eventgrid.events if "tag" in e.data["target"]]
+    for sub in ("triple-0", "triple-1", "triple-2"):
+        missing = [e.subject for e in tagged if (sub.upper(), e.id) not in delivered and (sub, e.id) not in delivered]
+        assert missing == [], (sub, missing)
