@@ -166,8 +166,8 @@ def test_token_with_each_recorded_scope_grants_exactly_that(reg: RegistryHTTP) -
 
 def test_wrong_scope_is_401_with_a_challenge_naming_the_scope(reg: RegistryHTTP) -> None:
     pull = reg.access_token("repository:microsoft:pull")
-    resp = reg.call("POST", "/acr/v1/microsoft/_streaming/sha256:" + "a" * 64, token=pull,
-                    json={"conversionFormat": "overlaybd", "conversionVersion": "v1"})
+    resp = reg.call("POST", "/acr/v1/microsoft/_streaming", token=pull,
+                    json={"convertPushedImages": True, "conversionFormat": "overlaybd", "conversionVersion": "v1"})
     assert resp.status_code == 401
     assert resp.headers["WWW-Authenticate"].endswith(',scope="repository:microsoft:pull,push"')
     err = resp.json()["errors"][0]
