@@ -96,7 +96,8 @@ class PushService:
             return self._locks
 
     def acr(self, login_server: str) -> AcrClient:
-        return client_for(login_server, self._aad_token, token_cache=self.token_cache, timeout=self.settings.request_timeout_seconds)
+        return client_for(login_server, self._aad_token, token_cache=self.token_cache, timeout=self.settings.request_timeout_seconds,
+                          retry_total=self.settings.http_retries)
 
     # ------------------------------------------------------------------ entry points
     def handle_event(self, raw: Any) -> Outcome:

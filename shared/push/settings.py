@@ -23,6 +23,7 @@ class PushSettings:
     lock_container: str = "autopilot-locks"
     not_found_window_seconds: float = 300.0  # RESOURCE_NOT_FOUND / manifest 404 this soon after the push: retry later
     request_timeout_seconds: float = 30.0
+    http_retries: int = 4  # data-plane retries inside one invocation (429/5xx, honouring Retry-After) before Event Grid's own
     topic: TopicSettings | None = None
     azure: AzureSettings = field(default_factory=AzureSettings)
 
@@ -53,6 +54,7 @@ class PushSettings:
             lock_container=container,
             not_found_window_seconds=env.number("AUTOPILOT_PUSH_NOT_FOUND_WINDOW_SECONDS", 300.0, float, minimum=0, maximum=86_400),
             request_timeout_seconds=env.number("AUTOPILOT_PUSH_TIMEOUT_SECONDS", 30.0, float, minimum=1, maximum=300),
+            http_retries=env.number("AUTOPILOT_PUSH_HTTP_RETRIES", 4, int, minimum=0, maximum=10),
             topic=TopicSettings.from_env(env),
             azure=AzureSettings.from_env(env),
         )

@@ -6,6 +6,8 @@ import json
 import threading
 from typing import Any
 
+import pytest
+
 from emulator.services.eventgrid import build_system_event
 from shared.acr import TokenCache
 from shared.push.service import PushService
@@ -102,9 +104,12 @@ def test_parallel_deliveries_on_separate_instances_create_exactly_one_conversion
     assert len(posts) == 1
 
 
-def test_faults_and_triple_delivery_lose_nothing_and_duplicate_nothing(push_stack):
+@pytest.mark.parametrize("http_retries", ["4", "0"], ids=["pipeline-retries", "eventgrid-retries-only"])
+def test_faults_and_triple_delivery_lose_nothing_and_duplicate_nothing(push_stack, http_retries):
+    """20 % of registry calls fail. With pipeline retries most faults are absorbed in the invocation; without, every fault
+    fails the invocation (host 500) and only Event Grid's redelivery gets the event through."""
     faults = [{"match": "acr.*", "error_rate": 0.2, "statuses": [429, 500, 503], "retry_after": 0.05}]
-    stack = push_stack(faults=faults)
+    stack = push_stack(faults=faults, env={"AUTOPILOT_PUSH_HTTP_RETRIES": http_retries})
     for n in range(3):  # three subscriptions to the same function: every event is delivered three times
         stack.subscribe(f"triple-{n}", schema="CloudEventSchemaV1_0" if n == 1 else "EventGridSchema")
     digests = [stack.push(tags=[f"v{i}", f"v{i}-latest"], layers_mb=[2, 3], seed=f"fault-{i}") for i in range(6)]
@@ -121,6 +126,9 @@ def test_faults_and_triple_delivery_lose_nothing_and_duplicate_nothing(push_stac
     amd64 = next(m["digest"] for m in index["manifests"] if m["platform"]["architecture"] == "amd64")
     assert len(stack.operations(multi)) == 1 and len(stack.referrers(amd64)) == 1
     assert stack.operations(arm) == []
+    failed_deliveries = [a for a in stack.eventgrid.delivery_attempts() if a.status == 500]
+    if http_retries == "0":
+        assert len(failed_deliveries) > 5, "faults should have failed invocations and been redelivered by Event Grid"
     # no event lost: nothing dead-lettered or dropped, and every event got a successful delivery on each subscription
     assert stack.eventgrid.dead_letters == [] and stack.eventgrid.dropped == []
     delivered = {(a.subscription, a.event_id) for a in stack.eventgrid.delivery_attempts() if a.status == 202}
