@@ -130,28 +130,27 @@ class Remediator:
 
     def _one(self, record: PoolRecord, row: ReportRow) -> bool:
         """Remediate one pool. Returns True when its operation is still running (the cluster must wait)."""
+        refusal = self.guard.reserve()  # before any request: a capped or stopped run spends nothing more on ARM
+        if refusal:
+            row.action, row.outcome = ACTION_SKIPPED, refusal
+            return False
         client = self.clients.aks(record.subscription_id).agent_pools
         cluster = ClusterInfo(record.subscription_id, record.subscription_name, record.resource_group, record.cluster,
                               record.kubernetes_version, record.cluster_provisioning_state, record.cluster_power_state,
                               record.cluster_tags)
         retried_412 = False
         while True:
-            if self.guard.stopped:
-                row.action, row.outcome = ACTION_SKIPPED, self.guard.stopped
-                return False
             try:
                 current = client.get(record.resource_group, record.cluster, record.pool)
             except SDK_ERRORS as exc:
+                self.guard.release()
                 return self._fail(row, f"GET failed: {describe_error(exc)}")
             fresh = pool_record(cluster, current)
             decision = classify(fresh, self.settings)
             if decision.state != "remediable":
+                self.guard.release()
                 row.state, row.reason = decision.state, decision.reason
                 row.action, row.outcome = ACTION_SKIPPED, f"changed since discovery; now {decision.state}: not touched"
-                return False
-            refusal = self.guard.reserve()
-            if refusal:
-                row.action, row.outcome = ACTION_SKIPPED, refusal
                 return False
             current.artifact_streaming_profile = _streaming_profile(True)
             kwargs: dict[str, Any] = {"polling_interval": self.settings.poll_seconds}
@@ -160,8 +159,8 @@ class Remediator:
             try:
                 poller = client.begin_create_or_update(record.resource_group, record.cluster, record.pool, current, **kwargs)
             except ResourceModifiedError:
-                self.guard.release()
                 if retried_412:
+                    self.guard.release()
                     return self._fail(row, "412 PreconditionFailed twice: the pool keeps changing; left for the next run")
                 retried_412 = True
                 continue

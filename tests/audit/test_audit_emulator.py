@@ -252,10 +252,14 @@ def test_still_running_remediation_blocks_its_cluster_on_the_next_run(make_emula
 
 
 def test_cap_limits_remediations_per_run(fleet: Emulator):
+    mark = fleet.request_mark()
     report = audit(settings(AUTOPILOT_AUDIT_MODE="enforce", AUTOPILOT_AUDIT_MAX_REMEDIATIONS="1"))
     assert len(fleet.world.arm_writes) == 1
     capped = [r for r in report.rows if r.action == "skipped" and "per-run cap of 1" in r.outcome]
     assert len(capped) == 3 and report.summary.remediations_started == 1
+    # a capped pool costs no request at all
+    paths = {r["path"].lower() for r in fleet.requests_since(mark, service="arm")}
+    assert not any(p.endswith(f"/managedclusters/{r.cluster}/agentpools/{r.pool}".lower()) for r in capped for p in paths)
 
 
 def test_cap_zero_changes_nothing(fleet: Emulator):

@@ -1,0 +1,197 @@
+"""Audit path benchmark: the audit (bounded concurrency, one pool per cluster) against a sequential list/get/put baseline.
+
+Each variant runs against a fresh emulator (child process, generated fleet, fixed injected ARM latency) in its own child
+process, so wall time and peak memory (max RSS) belong to that variant alone. ARM requests are counted from the emulator's
+request log. Variants:
+  sequential-report  list subscriptions → list clusters → list pools, one request at a time, classify with the same rules
+  audit-report       shared.audit.service.run_audit in report mode
+  sequential-enforce the baseline above, then for the first CAP remediable pools: GET → PUT (If-Match) → wait for the LRO
+  audit-enforce      run_audit in enforce mode with the same cap (and an LRO budget long enough to finish every operation)
+Usage: python bench/audit_bench.py [--subscriptions 100 --clusters 25 --pools 4 --latency-ms 50 --concurrency 16 --cap 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+VARIANTS = ("sequential-report", "audit-report", "sequential-enforce", "audit-enforce")
+
+
+# ------------------------------------------------------------------------------------------------ inside a variant child
+
+
+def sequential(enforce: bool, cap: int) -> dict[str, Any]:
+    """The naive way: one request at a time, list everything, then fix pools one after another and wait for each."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.containerservice.models import AgentPoolArtifactStreamingProfile
+
+    from shared import azure_clients
+    from shared.audit.discovery import ClusterInfo, pool_record, resource_group_of, wire_text
+    from shared.audit.rules import classify
+    from shared.audit.settings import AuditSettings
+    from shared.settings import AzureSettings, Env
+
+    azure = AzureSettings.from_env()
+    settings = AuditSettings.from_env(Env({}))
+    pools, errors, remediable = 0, 0, []
+    for sub in azure_clients.subscription_client(azure).subscriptions.list():
+        client = azure_clients.container_service_client(azure, sub.subscription_id)
+        try:
+            clusters = list(client.managed_clusters.list())
+        except HttpResponseError:
+            errors += 1
+            continue
+        for mc in clusters:
+            info = ClusterInfo(sub.subscription_id, sub.display_name or "", resource_group_of(mc.id), mc.name,
+                               mc.current_kubernetes_version or mc.kubernetes_version, wire_text(mc.provisioning_state),
+                               wire_text(getattr(mc.power_state, "code", None)), dict(mc.tags or {}))
+            for pool in client.agent_pools.list(info.resource_group, info.name):
+                pools += 1
+                record = pool_record(info, pool)
+                if classify(record, settings).state == "remediable":
+                    remediable.append((client, record))
+    fixed = 0
+    if enforce:
+        for client, record in remediable[:cap]:
+            current = client.agent_pools.get(record.resource_group, record.cluster, record.pool)
+            current.artifact_streaming_profile = AgentPoolArtifactStreamingProfile(enabled=True)
+            poller = client.agent_pools.begin_create_or_update(
+                record.resource_group, record.cluster, record.pool, current, etag=current.e_tag,
+                match_condition=MatchConditions.IfNotModified, polling_interval=settings.poll_seconds)
+            poller.result()
+            fixed += 1
+    return {"pools": pools, "error_rows": errors, "remediable": len(remediable), "remediated": fixed}
+
+
+def audit(enforce: bool, cap: int, concurrency: int) -> dict[str, Any]:
+    from shared.audit.service import run_audit
+    from shared.audit.settings import AuditSettings
+    from shared.settings import Env
+
+    settings = AuditSettings.from_env(Env({
+        "AUTOPILOT_AUDIT_MODE": "enforce" if enforce else "report",
+        "AUTOPILOT_AUDIT_MAX_REMEDIATIONS": str(cap),
+        "AUTOPILOT_AUDIT_CONCURRENCY": str(concurrency),
+        "AUTOPILOT_AUDIT_LRO_BUDGET_SECONDS": "600",
+        "AUTOPILOT_AUDIT_CONTAINER": "audit-bench",
+    }))
+    report = run_audit(settings, publisher=None)
+    s = report.summary
+    return {"pools": s.total - s.by_state.get("error", 0), "error_rows": s.by_state.get("error", 0),
+            "remediable": s.by_state.get("remediable", 0), "remediated": s.by_action.get("enabled", 0),
+            "by_state": s.by_state}
+
+
+def child(variant: str, endpoints_path: str, cap: int, concurrency: int) -> None:
+    endpoints = json.loads(Path(endpoints_path).read_text())
+    os.environ.update(endpoints["env"])
+    os.environ.pop("AUTOPILOT_TOPIC_ENDPOINT", None)  # outcome events are not part of the comparison
+    os.environ.pop("AUTOPILOT_TOPIC_KEY", None)
+    t0 = time.perf_counter()
+    if variant.startswith("sequential"):
+        result = sequential(variant.endswith("enforce"), cap)
+    else:
+        result = audit(variant.endswith("enforce"), cap, concurrency)
+    result["wall_s"] = round(time.perf_counter() - t0, 2)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(result))
+
+
+# ------------------------------------------------------------------------------------------------ the driver
+
+
+def _admin_get(endpoints: dict[str, Any], path: str) -> Any:
+    import requests
+
+    return requests.get(f"{endpoints['admin']}{path}", verify=endpoints["ca_bundle"], timeout=60).json()
+
+
+def run_variant(variant: str, scenario: Path, args: argparse.Namespace) -> dict[str, Any]:
+    state = tempfile.mkdtemp(prefix="audit-bench-")
+    t_start = time.perf_counter()
+    emu = subprocess.Popen([sys.executable, "-m", "emulator", "--scenario", str(scenario), "--state-dir", state, "--azurite"],
+                           cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        endpoints_path = emu.stdout.readline().strip()
+        if not endpoints_path:
+            raise RuntimeError("the emulator did not start (see its stderr above)")
+        endpoints = json.loads(Path(endpoints_path).read_text())
+        startup = time.perf_counter() - t_start
+        mark = _admin_get(endpoints, "/requests?service=__none__")["next"]
+        done = subprocess.run([sys.executable, __file__, "--run", variant, "--endpoints", endpoints_path, "--cap", str(args.cap),
+                               "--concurrency", str(args.concurrency)], cwd=REPO, capture_output=True, text=True, timeout=3600)
+        if done.returncode != 0:
+            raise RuntimeError(f"{variant} failed:\n{done.stderr[-3000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        log = _admin_get(endpoints, f"/requests?since={mark}&service=arm")["requests"]
+        result["arm_requests"] = len(log)
+        by_kind: dict[str, int] = {}
+        for r in log:
+            key = f"{r['method']} {r['endpoint_class']}"
+            by_kind[key] = by_kind.get(key, 0) + 1
+        result["arm_requests_by_kind"] = dict(sorted(by_kind.items()))
+        result["emulator_startup_s"] = round(startup, 1)
+        return result
+    finally:
+        emu.terminate()
+        emu.wait(timeout=60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscriptions", type=int, default=100)
+    parser.add_argument("--clusters", type=int, default=25, help="clusters per subscription")
+    parser.add_argument("--pools", type=int, default=4, help="pools per cluster")
+    parser.add_argument("--latency-ms", type=float, default=50.0, help="injected on every ARM request")
+    parser.add_argument("--concurrency", type=int, default=16, help="AUTOPILOT_AUDIT_CONCURRENCY of the audit variants")
+    parser.add_argument("--cap", type=int, default=50, help="remediations per enforce run (both enforce variants)")
+    parser.add_argument("--lro-seconds", type=float, default=1.0, help="how long the emulator keeps a pool PUT Updating")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
+    parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--run", help=argparse.SUPPRESS)
+    parser.add_argument("--endpoints", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        child(args.run, args.endpoints, args.cap, args.concurrency)
+        return 0
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variant(s) {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    scenario = {
+        "name": "audit-bench",
+        "generate": {"subscriptions": args.subscriptions, "clusters_per_subscription": args.clusters,
+                     "pools_per_cluster": args.pools, "registries": 0, "seed": args.seed},
+        "settings": {"lro_seconds": args.lro_seconds, "page_size": 100},
+        "faults": {"rules": [{"match": "arm.*", "latency_ms": args.latency_ms}]},
+    }
+    path = Path(tempfile.mkdtemp(prefix="audit-bench-scenario-")) / "fleet.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    results = {"fleet": {"subscriptions": args.subscriptions, "clusters": args.subscriptions * args.clusters,
+                         "pools": args.subscriptions * args.clusters * args.pools},
+               "latency_ms": args.latency_ms, "concurrency": args.concurrency, "cap": args.cap, "lro_seconds": args.lro_seconds,
+               "cpus": os.cpu_count(), "variants": {}}
+    for variant in variants:
+        print(f"running {variant} ...", file=sys.stderr, flush=True)
+        results["variants"][variant] = run_variant(variant, path, args)
+        print(json.dumps({variant: results["variants"][variant]}), file=sys.stderr, flush=True)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
