@@ -7,6 +7,7 @@ import math
 import re
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -305,7 +306,7 @@ def cluster_json(ctx: Context, cluster: Cluster, api_version: str) -> dict[str, 
     arm = arm_state(ctx)
     etag = arm.cluster_etags.setdefault(_cluster_key(cluster), new_etag())
     dns_prefix = f"{cluster.name[:40]}-dns"
-    fqdn = f"{dns_prefix}-{abs(hash(cluster.resource_id)) % 10**8:08x}.hcp.{cluster.location}.azmk8s.io"
+    fqdn = f"{dns_prefix}-{zlib.crc32(cluster.resource_id.lower().encode()):08x}.hcp.{cluster.location}.azmk8s.io"
     profiles = [{"name": p.name, **pool_properties(ctx, cluster, p, api_version)} for p in cluster.pools.values()]
     body: dict[str, Any] = {
         "id": cluster.resource_id,
@@ -644,7 +645,8 @@ def setup(app: web.Application, ctx: Context) -> None:
 
     def apply_pool_put(req: ArmRequest, cluster: Cluster, pool_name: str, props: dict[str, Any]) -> web.Response:
         now = time.monotonic()
-        pool = cluster.pools.get(pool_name)
+        pool = cluster.pools.get(pool_name) or next((p for p in cluster.pools.values() if p.name.lower() == pool_name.lower()), None)
+        pool_name = pool.name if pool is not None else pool_name
         # --- optimistic concurrency (If-Match / If-None-Match), checked before anything else
         if_match = req.request.headers.get("If-Match")
         if_none = req.request.headers.get("If-None-Match")

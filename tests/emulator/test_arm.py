@@ -234,6 +234,9 @@ def test_put_response_headers_and_operation_status_shape(emu: Emulator) -> None:
     token = credential().get_token("https://management.azure.com/.default").token
     status = requests.get(op_url, headers={"Authorization": f"Bearer {token}"}, verify=emu.env["REQUESTS_CA_BUNDLE"], timeout=30).json()
     assert status["status"] == "InProgress" and status["name"] and status["startTime"]
+    result = requests.get(put.headers["Location"], headers={"Authorization": f"Bearer {token}"}, verify=emu.env["REQUESTS_CA_BUNDLE"],
+                          timeout=30)
+    assert result.status_code == 202 and result.headers["Retry-After"]
     second = raw(emu, "PUT", path, body=body, headers={"Content-Type": "application/json"})
     assert second.status_code == 409 and second.json()["error"]["code"] == "OperationNotAllowed"
     assert second.json()["error"]["message"].startswith("Operation is not allowed: Another agentpool operation (system - Updating)")
@@ -294,7 +297,8 @@ def test_streaming_on_a_pool_that_cannot_have_it_is_400(emu: Emulator, settings:
 def test_streaming_below_kubernetes_1_25_is_400(emu: Emulator, settings: AzureSettings) -> None:
     client = aks(settings)
     with pytest.raises(HttpResponseError) as info:
-        client.agent_pools.begin_create_or_update("rg-aks-2", "aks-old", "nodepool1", enable(client.agent_pools.get("rg-aks-2", "aks-old", "nodepool1")))
+        pool = enable(client.agent_pools.get("rg-aks-2", "aks-old", "nodepool1"))
+        client.agent_pools.begin_create_or_update("rg-aks-2", "aks-old", "nodepool1", pool)
     assert info.value.status_code == 400 and "1.25 or later" in info.value.error.message
 
 
