@@ -5,6 +5,7 @@ process, so wall time and peak memory (max RSS) belong to that variant alone. AR
 request log. Variants:
   sequential-report  list subscriptions → list clusters → list pools, one request at a time, classify with the same rules
   audit-report       shared.audit.service.run_audit in report mode
+  audit-report-cluster-profiles  the same with AUTOPILOT_AUDIT_POOL_SOURCE=cluster (pools from the cluster listing)
   sequential-enforce the baseline above, then for the first CAP remediable pools: GET → PUT (If-Match) → wait for the LRO
   audit-enforce      run_audit in enforce mode with the same cap (and an LRO budget long enough to finish every operation)
 Usage: python bench/audit_bench.py [--subscriptions 100 --clusters 25 --pools 4 --latency-ms 50 --concurrency 16 --cap 50]
@@ -27,7 +28,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-VARIANTS = ("sequential-report", "audit-report", "sequential-enforce", "audit-enforce")
+VARIANTS = ("sequential-report", "audit-report", "audit-report-cluster-profiles", "sequential-enforce", "audit-enforce")
 
 
 # ------------------------------------------------------------------------------------------------ inside a variant child
@@ -77,7 +78,7 @@ def sequential(enforce: bool, cap: int) -> dict[str, Any]:
     return {"pools": pools, "error_rows": errors, "remediable": len(remediable), "remediated": fixed}
 
 
-def audit(enforce: bool, cap: int, concurrency: int) -> dict[str, Any]:
+def audit(enforce: bool, cap: int, concurrency: int, pool_source: str = "agentpools") -> dict[str, Any]:
     from shared.audit.service import run_audit
     from shared.audit.settings import AuditSettings
     from shared.settings import Env
@@ -88,6 +89,7 @@ def audit(enforce: bool, cap: int, concurrency: int) -> dict[str, Any]:
         "AUTOPILOT_AUDIT_CONCURRENCY": str(concurrency),
         "AUTOPILOT_AUDIT_LRO_BUDGET_SECONDS": "600",
         "AUTOPILOT_AUDIT_CONTAINER": "audit-bench",
+        "AUTOPILOT_AUDIT_POOL_SOURCE": pool_source,
     }))
     report = run_audit(settings, publisher=None)
     s = report.summary
@@ -105,7 +107,8 @@ def child(variant: str, endpoints_path: str, cap: int, concurrency: int) -> None
     if variant.startswith("sequential"):
         result = sequential(variant.endswith("enforce"), cap)
     else:
-        result = audit(variant.endswith("enforce"), cap, concurrency)
+        result = audit(variant.endswith("enforce"), cap, concurrency,
+                       "cluster" if variant.endswith("cluster-profiles") else "agentpools")
     result["wall_s"] = round(time.perf_counter() - t0, 2)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result))

@@ -92,6 +92,7 @@ class ClusterInfo:
     provisioning_state: str | None
     power_state: str | None
     tags: dict[str, str]
+    profiles: list[Any] | None = None  # the cluster listing's agentPoolProfiles (used when AUTOPILOT_AUDIT_POOL_SOURCE=cluster)
 
 
 @dataclass
@@ -186,6 +187,7 @@ def discover(settings: AuditSettings, clients: Clients, work: list[WorkItem], pr
                     kubernetes_version=mc.current_kubernetes_version or mc.kubernetes_version,
                     provisioning_state=wire_text(mc.provisioning_state),
                     power_state=wire_text(getattr(mc.power_state, "code", None)), tags=dict(mc.tags or {}),
+                    profiles=list(mc.agent_pool_profiles or []) if settings.pool_source == "cluster" else None,
                 ))
             return found
         except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
@@ -211,6 +213,9 @@ def discover(settings: AuditSettings, clients: Clients, work: list[WorkItem], pr
             else:
                 clusters.extend(outcome)
         result.clusters = len(clusters)
+        if settings.pool_source == "cluster":  # one request per subscription page instead of one per cluster
+            result.pools = [pool_record(c, p) for c in clusters for p in c.profiles or []]
+            return result
         done[0] = 0
         for outcome in pool.map(lambda c: list_pools(c, len(clusters)), clusters):
             if isinstance(outcome, ReportRow):

@@ -131,6 +131,7 @@ class AuditSettings:
     container: str = DEFAULT_CONTAINER
     shard: tuple[int, int] = (0, 1)  # (index, count): this run audits the subscriptions whose stable hash % count == index
     publish_events: bool = True
+    pool_source: str = "agentpools"  # agentpools: list each cluster's pools | cluster: the agentPoolProfiles of the cluster list
 
     @property
     def enforce(self) -> bool:
@@ -195,6 +196,7 @@ class AuditSettings:
             container=container,
             shard=(int(shard_match.group(1)), int(shard_match.group(2))),
             publish_events=env.bool("AUTOPILOT_AUDIT_PUBLISH_EVENTS", True),
+            pool_source=env.choice("AUTOPILOT_AUDIT_POOL_SOURCE", ("agentpools", "cluster"), "agentpools"),
         )
 
 

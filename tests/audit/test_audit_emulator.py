@@ -363,3 +363,13 @@ def test_outcome_events_go_to_the_custom_topic(fleet: Emulator):
     assert types == ["Autopilot.NodePoolAudit.Completed", "Autopilot.NodePoolAudit.Enabled", "Autopilot.NodePoolAudit.Enabled"]
     done = next(e for e in events if e["type"].endswith("Completed"))
     assert done["data"]["run_id"] == report.run_id and done["data"]["summary"]["by_state"]["remediable"] == 2
+
+
+def test_pools_from_the_cluster_listing_give_the_same_states_with_no_pool_requests(fleet: Emulator):
+    mark = fleet.request_mark()
+    report = audit(settings(AUTOPILOT_AUDIT_POOL_SOURCE="cluster"))
+    assert states(report) == EXPECTED
+    assert not any("/agentpools" in r["path"].lower() for r in fleet.requests_since(mark, service="arm"))
+    enforce = audit(settings(AUTOPILOT_AUDIT_POOL_SOURCE="cluster", AUTOPILOT_AUDIT_MODE="enforce"))
+    assert sorted(writes(fleet)) == sorted(REMEDIABLE)
+    assert {k for k, r in rows_by_key(enforce).items() if r.action == "enabled"} == REMEDIABLE
