@@ -1,0 +1,117 @@
+"""The ACR data-plane client against the emulated registry: token caching, thread safety, expiry, 401 recovery, retries."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from shared.acr import AcrClient, TokenCache
+from shared.azure_clients import credential
+from shared.push.service import PushService
+from shared.settings import AzureSettings
+
+from .conftest import PREMIUM, scenario
+from .test_budget_and_concurrency import event_for, registry_requests
+
+IMAGES = [{"tags": ["v1"], "layers_mb": [2], "seed": "client"}]
+
+
+def aad() -> str:
+    return credential().get_token(f"{AzureSettings.from_env().acr_audience}/.default").token
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def auth_calls(emu, mark: int) -> list[str]:
+    return [r["path"] for r in emu.requests_since(mark, service="acr") if r["path"].startswith("/oauth2/")]
+
+
+def test_cold_threads_share_one_exchange_and_one_token(make_emulator):
+    emu = make_emulator(scenario(IMAGES))
+    reg = emu.world.registries[PREMIUM]
+    digest = reg.repositories["app"].tags["v1"].digest
+    client = AcrClient(reg.login_server, aad, token_cache=TokenCache())
+    mark = emu.request_mark()
+    barrier = threading.Barrier(10)
+    results: list[int] = []
+
+    def read() -> None:
+        barrier.wait()
+        results.append(len(client.referrers("app", digest)))
+
+    threads = [threading.Thread(target=read) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [0] * 10
+    assert auth_calls(emu, mark) == ["/oauth2/exchange", "/oauth2/token"]
+    assert len([r for r in emu.requests_since(mark, service="acr") if "/referrers/" in r["path"]]) == 10
+
+
+def test_tokens_are_renewed_shortly_before_exp_and_not_before(make_emulator):
+    emu = make_emulator(scenario(IMAGES, acr_token_ttl_seconds=900))  # access tokens live 15 min here
+    reg = emu.world.registries[PREMIUM]
+    digest = reg.repositories["app"].tags["v1"].digest
+    clock = FakeClock()
+    client = AcrClient(reg.login_server, aad, token_cache=TokenCache(margin_seconds=300, clock=clock))
+    mark = emu.request_mark()
+    client.referrers("app", digest)
+    clock.now += 500  # 400 s of life left: still used
+    client.referrers("app", digest)
+    assert auth_calls(emu, mark) == ["/oauth2/exchange", "/oauth2/token"]
+    clock.now += 150  # 250 s left, inside the 300 s margin: renewed from the cached refresh token (no exchange)
+    client.referrers("app", digest)
+    assert auth_calls(emu, mark) == ["/oauth2/exchange", "/oauth2/token", "/oauth2/token"]
+    clock.now += 12_000  # past the refresh token's exp too: a new exchange
+    client.referrers("app", digest)
+    assert auth_calls(emu, mark)[3:] == ["/oauth2/exchange", "/oauth2/token"]
+
+
+def test_a_rejected_access_token_is_renewed_once_and_the_call_succeeds(make_emulator):
+    emu = make_emulator(scenario(IMAGES))
+    reg = emu.world.registries[PREMIUM]
+    digest = reg.repositories["app"].tags["v1"].digest
+    cache = TokenCache()
+    client = AcrClient(reg.login_server, aad, token_cache=cache)
+    client.referrers("app", digest)
+    cache.put((reg.login_server, "repository:app:pull,push"), "eyJhbGciOiJub25lIn0.eyJleHAiOjk5OTk5OTk5OTl9.c2ln")  # revoked
+    mark = emu.request_mark()
+    assert client.referrers("app", digest) == []
+    calls = [(r["path"].split("/")[-1][:9], r["status"]) for r in emu.requests_since(mark, service="acr")]
+    assert calls == [(digest[:9], 401), ("token", 200), (digest[:9], 200)]
+
+
+def test_throttling_is_retried_inside_the_pipeline(make_emulator):
+    emu = make_emulator(scenario(IMAGES, faults=[{"match": "acr.referrers", "error_rate": 0.5, "statuses": [429],
+                                                  "retry_after": 0.05}]))
+    reg = emu.world.registries[PREMIUM]
+    digest = reg.repositories["app"].tags["v1"].digest
+    client = AcrClient(reg.login_server, aad, token_cache=TokenCache())
+    mark = emu.request_mark()
+    for _ in range(10):
+        assert client.referrers("app", digest) == []
+    statuses = [r["status"] for r in emu.requests_since(mark, service="acr") if "/referrers/" in r["path"]]
+    assert statuses.count(200) == 10 and statuses.count(429) >= 3
+
+
+def test_a_forged_event_host_never_receives_the_identity_token(make_emulator, azurite):
+    """The login server comes from ARM; an event naming another host is processed against the real registry."""
+    emu = make_emulator(scenario(IMAGES))
+    from .conftest import Stack
+
+    stack = Stack(emu, host=None)  # type: ignore[arg-type]
+    digest = stack.registry().repositories["app"].tags["v1"].digest
+    event = event_for(stack, digest, "v1")
+    event["data"]["request"]["host"] = "127.0.0.1:9"  # nothing listens there; a token sent there would be lost
+    service = PushService.from_env(token_cache=TokenCache())
+    mark = emu.request_mark()
+    outcome = service.handle_event(event)
+    assert outcome.outcome == "created"
+    assert registry_requests(stack, mark)[0] == ("POST", "/oauth2/exchange")
