@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,7 @@ class Remediator:
         self.guard = Guard(cap=settings.max_remediations, threshold=settings.failure_threshold)
         self.pending: list[PendingRemediation] = []
         self._lock = threading.Lock()
+        self.deadline = time.monotonic() + settings.run_budget_seconds
 
     def run(self, targets: list[tuple[PoolRecord, ReportRow]], progress: Callable[[str, int, int], None] | None = None
             ) -> RemediationResult:
@@ -130,6 +132,10 @@ class Remediator:
 
     def _one(self, record: PoolRecord, row: ReportRow) -> bool:
         """Remediate one pool. Returns True when its operation is still running (the cluster must wait)."""
+        if time.monotonic() >= self.deadline:
+            row.action, row.outcome = ACTION_SKIPPED, (
+                f"run time budget of {self.settings.run_budget_seconds:g}s used (AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS); next run")
+            return False
         refusal = self.guard.reserve()  # before any request: a capped or stopped run spends nothing more on ARM
         if refusal:
             row.action, row.outcome = ACTION_SKIPPED, refusal
@@ -176,10 +182,11 @@ class Remediator:
 
     def _wait(self, poller: Any, record: PoolRecord, row: ReportRow, retried_412: bool) -> bool:
         note = " (after one 412 re-read)" if retried_412 else ""
-        poller.wait(timeout=self.settings.lro_budget_seconds)
+        budget = max(0.0, min(self.settings.lro_budget_seconds, self.deadline - time.monotonic()))
+        poller.wait(timeout=budget)
         if not poller.done():
             row.action = ACTION_STARTED
-            row.outcome = f"operation still running after {self.settings.lro_budget_seconds:g}s; verified next run{note}"
+            row.outcome = f"operation still running after {budget:.1f}s; verified next run{note}"
             with self._lock:
                 self.pending.append(PendingRemediation(
                     resource_id=record.resource_id, subscription_id=record.subscription_id,

@@ -127,6 +127,7 @@ class AuditSettings:
     min_kubernetes: tuple[int, int] = (1, 25)
     concurrency: int = 8
     lro_budget_seconds: float = 120.0
+    run_budget_seconds: float = 420.0  # no new remediation starts after this; keeps a run inside host.json functionTimeout (10 min)
     poll_seconds: float = 10.0
     container: str = DEFAULT_CONTAINER
     shard: tuple[int, int] = (0, 1)  # (index, count): this run audits the subscriptions whose stable hash % count == index
@@ -192,6 +193,7 @@ class AuditSettings:
             min_kubernetes=min_version,
             concurrency=env.number("AUTOPILOT_AUDIT_CONCURRENCY", 8, int, minimum=1, maximum=64),
             lro_budget_seconds=env.number("AUTOPILOT_AUDIT_LRO_BUDGET_SECONDS", 120.0, float, minimum=0),
+            run_budget_seconds=env.number("AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS", 420.0, float, minimum=0),
             poll_seconds=env.number("AUTOPILOT_AUDIT_POLL_SECONDS", 10.0, float, minimum=0.05),
             container=container,
             shard=(int(shard_match.group(1)), int(shard_match.group(2))),

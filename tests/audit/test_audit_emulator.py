@@ -373,3 +373,9 @@ def test_pools_from_the_cluster_listing_give_the_same_states_with_no_pool_reques
     enforce = audit(settings(AUTOPILOT_AUDIT_POOL_SOURCE="cluster", AUTOPILOT_AUDIT_MODE="enforce"))
     assert sorted(writes(fleet)) == sorted(REMEDIABLE)
     assert {k for k, r in rows_by_key(enforce).items() if r.action == "enabled"} == REMEDIABLE
+
+
+def test_run_budget_spent_starts_nothing_new(fleet: Emulator):
+    report = audit(settings(AUTOPILOT_AUDIT_MODE="enforce", AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS="0"))
+    assert fleet.world.arm_writes == []
+    assert sum(1 for r in report.rows if "run time budget of 0s used" in r.outcome) == 4
