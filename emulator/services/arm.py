@@ -119,6 +119,29 @@ class _Index:
 
 
 @dataclass
+class TokenBucket:
+    """ARM's request throttling: a bucket per subscription and kind, refilled continuously (https://aka.ms/arm-throttling)."""
+
+    capacity: float
+    refill_per_second: float
+    tokens: float
+    updated: float  # monotonic
+
+    def take(self, now: float) -> tuple[bool, int, float]:
+        """(allowed, tokens left, seconds until one is available)."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.refill_per_second)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True, int(self.tokens), 0.0
+        return False, 0, (1 - self.tokens) / self.refill_per_second if self.refill_per_second > 0 else 3600.0
+
+
+# Azure's documented per-subscription limits: reads 250 with 25 per second refill, writes 200 with 10 per second.
+DEFAULT_THROTTLE = {"reads_capacity": 250.0, "reads_refill": 25.0, "writes_capacity": 200.0, "writes_refill": 10.0}
+
+
+@dataclass
 class ArmState:
     """ARM's own bookkeeping: operations, cluster ETags and the lookup index (rebuilt when the world's shape changes)."""
 
@@ -126,7 +149,18 @@ class ArmState:
     pending: dict[tuple, str] = field(default_factory=dict)  # (cluster key, pool or None) -> operation id
     cluster_etags: dict[tuple[str, str, str], str] = field(default_factory=dict)
     created: str = field(default_factory=_now_iso)
+    throttle: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THROTTLE))
+    buckets: dict[tuple[str, str], TokenBucket] = field(default_factory=dict)
     _index: _Index | None = None
+
+    def take_token(self, subscription_id: str, kind: str) -> tuple[bool, int, float]:
+        """Spend one request of `kind` (reads | writes) against a subscription's bucket."""
+        now = time.monotonic()
+        bucket = self.buckets.get((subscription_id.lower(), kind))
+        if bucket is None:
+            capacity = self.throttle[f"{kind}_capacity"]
+            bucket = self.buckets[(subscription_id.lower(), kind)] = TokenBucket(capacity, self.throttle[f"{kind}_refill"], capacity, now)
+        return bucket.take(now)
 
     def index(self, world: World) -> _Index:
         sig = (len(world.subscriptions), len(world.clusters), len(world.registries))
@@ -501,6 +535,7 @@ class ArmRequest:
     lower: list[str]
     api_version: str
     claims: dict[str, Any]
+    rate_headers: dict[str, str] = field(default_factory=dict)
 
 
 def _page(ctx: Context, request: web.Request, items: list[Any], render: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
@@ -748,12 +783,14 @@ def setup(app: web.Application, ctx: Context) -> None:
     # ------------------------------------------------------------------ dispatch
     def ok(req: ArmRequest, status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
         all_headers = _arm_headers(req.request, status)
+        all_headers.update(req.rate_headers)
         all_headers.update(headers or {})
         if body is None:
             return web.Response(status=status, headers=all_headers)
         return json_response(status, body, all_headers)
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
+        req: ArmRequest | None = None
         try:
             claims = authenticate(ctx, request)
             api_version = request.query.get("api-version")
@@ -765,11 +802,26 @@ def setup(app: web.Application, ctx: Context) -> None:
                                  "(optionally with '-preview').")
             segments = [s for s in request.path.split("/") if s]
             req = ArmRequest(request, segments, [s.lower() for s in segments], api_version, claims)
+            if len(segments) >= 2:
+                throttle(req, segments[1])
             return await route(req)
         except ArmFailure as failure:
             headers = _arm_headers(request, failure.status)
             headers.update(failure.headers)
+            if req is not None:
+                headers.update(req.rate_headers)
             return arm_error(failure.status, failure.code, failure.message, headers)
+
+    def throttle(req: ArmRequest, subscription_id: str) -> None:
+        kind = "reads" if req.request.method in ("GET", "HEAD") else "writes"
+        allowed, remaining, wait = arm_state(ctx).take_token(subscription_id, kind)
+        req.rate_headers[f"x-ms-ratelimit-remaining-subscription-{kind}"] = str(remaining)
+        if not allowed:
+            seconds = max(1, math.ceil(wait))
+            raise ArmFailure(429, "SubscriptionRequestsThrottled",
+                             f"Number of '{kind[:-1]}' requests for subscription '{subscription_id}' actor '{req.claims.get('oid')}' exceeded. "
+                             f"Please try again after '{seconds}' seconds after additional tokens are available. "
+                             "Refer to https://aka.ms/arm-throttling", {"Retry-After": str(seconds)})
 
     async def route(req: ArmRequest) -> web.StreamResponse:
         s, low, method = req.segments, req.lower, req.request.method
@@ -1117,7 +1169,26 @@ def setup_admin(app: web.Application, ctx: Context) -> None:
             arm_state(ctx).cluster_etags[_cluster_key(cluster)] = new_etag()
         return json_response(200, {"cluster": cluster.name})
 
+    async def throttle_config(request: web.Request) -> web.Response:
+        arm = arm_state(ctx)
+        if request.method == "POST":
+            try:
+                body = await read_json(request)
+                if not isinstance(body, dict) or set(body) - set(DEFAULT_THROTTLE):
+                    raise ValueError(f"expected an object with some of {sorted(DEFAULT_THROTTLE)}")
+                values = {k: float(v) for k, v in body.items()}
+                if any(v < 0 for v in values.values()):
+                    raise ValueError("capacities and refill rates must be >= 0")
+            except (ValueError, TypeError) as exc:
+                return error(400, str(exc))
+            with world.lock:
+                arm.throttle.update(values)
+                arm.buckets.clear()
+        return json_response(200, arm.throttle)
+
     app.router.add_get("/_emulator/arm/writes", writes)
+    app.router.add_get("/_emulator/arm/throttle", throttle_config)
+    app.router.add_post("/_emulator/arm/throttle", throttle_config)
     app.router.add_post("/_emulator/arm/clusters/{cluster}/operation", start_op)
     app.router.add_delete("/_emulator/arm/clusters/{cluster}/operation", stop_op)
     app.router.add_patch("/_emulator/arm/clusters/{cluster}", patch_cluster)

@@ -445,3 +445,22 @@ def test_a_generated_fleet_lists_completely_through_the_sdk(make_emulator) -> No
     expected = {(c.subscription_id, c.name, p) for c in emu.world.clusters.values() if emu.world.subscriptions[c.subscription_id].accessible
                 for p in c.pools}
     assert seen == expected and len(seen) == 3 * 7 * 3
+
+
+def test_arm_throttles_per_subscription_and_the_sdk_retries_after_retry_after(emu: Emulator, settings: AzureSettings) -> None:
+    path = f"/subscriptions/{SUB_A}/providers/Microsoft.ContainerService/managedClusters"
+    first = raw(emu, "GET", path)
+    assert int(first.headers["x-ms-ratelimit-remaining-subscription-reads"]) == 249, "Azure's read bucket holds 250"
+    ca = emu.env["REQUESTS_CA_BUNDLE"]
+    assert requests.post(f"{emu.endpoints['admin']}/arm/throttle", json={"reads_capacity": 2, "reads_refill": 1},
+                         verify=ca, timeout=30).status_code == 200
+    answers = [raw(emu, "GET", path) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    throttled = answers[2]
+    assert throttled.json()["error"]["code"] == "SubscriptionRequestsThrottled" and int(throttled.headers["Retry-After"]) >= 1
+    assert raw(emu, "GET", f"/subscriptions/{SUB_B}/providers/Microsoft.ContainerRegistry/registries").status_code == 200, \
+        "another subscription has its own bucket"
+    mark = emu.request_mark()
+    assert aks(settings).managed_clusters.get("rg-aks-1", "aks-a").name == "aks-a"
+    statuses = [r["status"] for r in arm_calls(emu, mark)]
+    assert statuses[-1] == 200 and 429 in statuses, "the SDK's retry policy waited out Retry-After"
