@@ -260,3 +260,34 @@ def test_repository_auto_conversion_converts_new_tagged_pushes_only(api: Streami
     assert [(o["repository"], o["digest"], o["status"]) for o in ops] == [("app", new, "Succeeded")]
     counts = requests.get(f"{api.url}/_emulator/counts", verify=emu.endpoints["ca_bundle"]).json()
     assert counts["streamingReferrers"] == 1 and counts["operationsByStatus"] == {"Succeeded": 1}
+
+
+def test_not_runnable_images_and_images_deleted_mid_conversion(make_emulator: Callable[..., Emulator]) -> None:
+    emu = make_emulator(streaming_scenario(conversion_seconds=0.5))
+    api = StreamingAPI(emu)
+    config = b'{"architecture":"amd64","os":"linux"}'
+    start = api.send("POST", "/v2/app/blobs/uploads/")
+    assert api.send("PUT", start.headers["Location"] + "&digest=" + oci.sha256(config), raw=config).status_code == 201
+    empty = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST,
+                        "config": {"mediaType": oci.OCI_CONFIG, "digest": oci.sha256(config), "size": len(config)},
+                        "layers": []}).encode()
+    put = api.client.send_request(HttpRequest("PUT", f"{api.url}/v2/app/manifests/nolayers", content=empty,
+                                              headers={"Content-Type": oci.OCI_MANIFEST}))
+    assert put.status_code == 201
+    op = api.wait("app", api.convert("app", oci.sha256(empty)).json()["id"])
+    assert op["status"] == "Failed" and "IMAGE_NOT_RUNNABLE" in op["details"]
+
+    digest = api.digest("app", "1.0")
+    op_id = api.convert("app", digest).json()["id"]
+    assert api.send("DELETE", f"/v2/app/manifests/{digest}").status_code == 202
+    op = api.wait("app", op_id)
+    assert op["status"] == "Failed" and "RESOURCE_NOT_FOUND" in op["details"]
+    done = api.send("POST", f"/acr/v1/app/_operations/{op_id}:cancel").json()
+    assert done["status"] == "Failed" and done["name"] == "Cancel: ArtifactStreamingConversion", "a finished operation stays as it is"
+
+
+def test_repository_setting_operation_is_readable(api: StreamingAPI) -> None:
+    on = api.send("POST", "/acr/v1/app/_streaming", {"convertPushedImages": False, **BODY})
+    op = api.send("GET", f"/acr/v1/app/_operations/{on.json()['id']}")
+    assert op.status_code == 200 and op.json()["status"] == "Succeeded"
+    assert set(op.json()) == {"name", "resource", "status", "startTime", "progress", "details"}
