@@ -429,7 +429,7 @@ class FunctionsHost:
             if fn.requires_context:
                 kwargs["context"] = _Context(inv.id, fn)
             if fn.is_async:
-                inv.result = asyncio.run(fn.func(**kwargs))
+                inv.result = self._run_async(fn.func(**kwargs))
             else:
                 inv.result = fn.func(**kwargs)
             inv.outputs = {k: o.get() for k, o in outs.items()}
@@ -444,6 +444,14 @@ class FunctionsHost:
             with self._lock:
                 self.invocations.append(inv)
         return inv
+
+    def _run_async(self, coro: Any) -> Any:
+        """Async functions share one event loop, as in the worker (loop-bound clients cached by the app keep working)."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            return asyncio.run(coro)
+        # call_soon_threadsafe copies this thread's context, so the invocation's log capture follows the coroutine
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     def _decode(self, fn: IndexedFunction, payload: str) -> Any:
         param = fn.params[fn.trigger_param]
@@ -468,8 +476,9 @@ class FunctionsHost:
         now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
         payload = json.dumps({
             "Schedule": {"AdjustForDST": True},
+            # the host keeps (and sends) a schedule status only when the timer uses the storage monitor
             "ScheduleStatus": {"Last": self._timer_last.get(name, "0001-01-01T00:00:00"), "Next": now.isoformat(),
-                               "LastUpdated": now.isoformat()},
+                               "LastUpdated": now.isoformat()} if fn.trigger_settings.get("useMonitor", True) else None,
             "IsPastDue": past_due,
         })
         self._timer_last[name] = now.isoformat()

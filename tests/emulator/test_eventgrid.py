@@ -529,3 +529,29 @@ def test_endpoints_json_names_the_topic(make_emulator):
     assert written["eventgrid"]["topics"][DEFAULT_TOPIC] == written["env"]["AUTOPILOT_TOPIC_ENDPOINT"]
     assert written["env"]["AUTOPILOT_TOPIC_ENDPOINT"].endswith(f"/topics/{DEFAULT_TOPIC}/api/events")
     assert written["env"]["AUTOPILOT_TOPIC_KEY"] == eventgrid(emu).topics[DEFAULT_TOPIC].key
+
+
+def test_https_webhook_with_an_untrusted_certificate_is_not_delivered(make_emulator):
+    """Deliveries verify TLS against the emulator's CA: a webhook whose certificate chains elsewhere gets nothing."""
+    import ssl
+
+    import trustme
+
+    other_ca = trustme.CA()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    other_ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        emu = make_emulator(scenario({"name": "tls", "registry": REGISTRY, "max_delivery_attempts": 1,
+                                      "endpoint": f"https://127.0.0.1:{server.server_address[1]}/hook"}))
+        push(emu, tags=["tls"])
+        wait_idle(emu)
+        attempts = eventgrid(emu).delivery_attempts("tls")
+        assert attempts[0].kind == "SubscriptionValidation" and "CERTIFICATE_VERIFY_FAILED" in attempts[0].error
+        assert [a.outcome for a in attempts[1:]] == ["ValidationFailed"]
+        assert eventgrid(emu).dead_letters[0]["event"]["deadLetterReason"] == "MaxDeliveryAttemptsExceeded"
+    finally:
+        server.shutdown()
+        server.server_close()

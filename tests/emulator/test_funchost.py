@@ -54,8 +54,9 @@ def post(host: FunctionsHost, function: str, body: Any, event_type: str = "Notif
 def test_indexes_the_app_like_the_worker(host: FunctionsHost):
     assert {n: f.trigger_type for n, f in host.functions.items()} == {
         "on_image_pushed": "eventGridTrigger", "on_cloud_event": "eventGridTrigger", "on_raw": "eventGridTrigger",
-        "nightly_audit": "timerTrigger",
+        "on_async": "eventGridTrigger", "nightly_audit": "timerTrigger",
     }
+    assert host.functions["on_async"].is_async
     assert host.functions["on_image_pushed"].requires_context
     assert host.functions["on_raw"].params["raw"].binding_type == "generic"  # str annotation: the worker's generic binding
 
@@ -155,6 +156,14 @@ def test_two_deliveries_run_at_once(host: FunctionsHost):
     for t in threads:
         t.join(30)
     assert results == [202, 202]
+
+
+def test_async_functions_share_one_event_loop(host: FunctionsHost):
+    ref = reference("event-grid-schema")
+    assert post(host, "on_async", [ref, {**ref, "id": "second"}]).status_code == 202
+    messages = [i.messages for i in host.invocations_of("on_async")]
+    assert len(messages) == 2 and messages[0] == messages[1]  # same loop id, and each invocation's log captured
+    assert messages[0][0].startswith("async on loop ")
 
 
 def test_fire_timer_passes_a_real_timer_request(host: FunctionsHost):
