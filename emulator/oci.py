@@ -62,10 +62,12 @@ def store_manifest(
     content: bytes,
     media_type: str,
     tag: str | None = None,
+    event_extra: dict[str, Any] | None = None,
 ) -> PushResult:
     """Store manifest bytes under their digest (and a tag), and emit ImagePushed as ACR does for every manifest PUT.
 
     `world_emit` is `World.emit`. Validation of references (blobs, child manifests) is the caller's job.
+    `event_extra` adds optional event keys (e.g. `useragent`, `request_id` of the HTTP push).
     """
     digest = sha256(content)
     repo = registry.repositories.get(repository)
@@ -100,6 +102,8 @@ def store_manifest(
     }
     if tag is not None:
         data["tag"] = tag
+    if event_extra:
+        data.update(event_extra)
     world_emit("ImagePushed", registry, data)
     return PushResult(digest=digest, media_type=media_type, size=len(content), new_manifest=is_new)
 

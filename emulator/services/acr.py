@@ -525,7 +525,7 @@ class RegistryService:
             return await self._put_manifest(request, name, ref)
         if method == "DELETE":
             self.require(request, name, ("delete",), "delete")
-            return self._delete_manifest(name, ref)
+            return self._delete_manifest(name, ref, request.headers.get("User-Agent"))
         return _error(405, "UNSUPPORTED", f"{method} is not supported on manifests")
 
     async def _put_manifest(self, request: web.Request, name: str, ref: str) -> web.Response:
@@ -581,13 +581,14 @@ class RegistryService:
         subject = doc.get("subject")
         if subject is not None and not (isinstance(subject, dict) and DIGEST_RE.match(str(subject.get("digest", "")))):
             raise _Abort(_error(400, "MANIFEST_INVALID", "manifest invalid: subject must be a descriptor with a sha256 digest"))
-        pushed = oci.store_manifest(self.world.emit, self.reg, name, body, media_type, tag=None if ":" in ref else ref)
+        extra = {"useragent": request.headers["User-Agent"]} if request.headers.get("User-Agent") else None
+        pushed = oci.store_manifest(self.world.emit, self.reg, name, body, media_type, tag=None if ":" in ref else ref, event_extra=extra)
         headers = {"Location": f"/v2/{name}/manifests/{pushed.digest}", "Docker-Content-Digest": pushed.digest}
         if subject is not None:
             headers["OCI-Subject"] = subject["digest"]
         return web.Response(status=201, headers=headers)
 
-    def _delete_manifest(self, name: str, ref: str) -> web.Response:
+    def _delete_manifest(self, name: str, ref: str, useragent: str | None = None) -> web.Response:
         repo = self.repo_or_404(name)
         if ":" not in ref:
             if ref not in repo.tags:
@@ -600,7 +601,10 @@ class RegistryService:
             repo.manifests.pop(victim.digest, None)
             for tag in [t for t, rec in repo.tags.items() if rec.digest == victim.digest]:
                 del repo.tags[tag]
-        self.world.emit("ImageDeleted", self.reg, {"repository": name, "digest": m.digest, "mediaType": m.media_type})
+        event = {"repository": name, "digest": m.digest, "mediaType": m.media_type}
+        if useragent:
+            event["useragent"] = useragent
+        self.world.emit("ImageDeleted", self.reg, event)
         return web.Response(status=202)
 
     # ------------------------------------------------------------------ blobs

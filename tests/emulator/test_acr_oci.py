@@ -105,7 +105,9 @@ def test_sdk_push_path_uploads_blobs_and_sets_manifests(emu: Emulator, events: l
     assert c.get_manifest("new/app", "v1").digest == digest
     assert b"".join(c.download_blob("new/app", layer_digest)) == b"x" * 5_000_000
     assert events[-1] == ("ImagePushed", {"repository": "new/app", "digest": digest, "mediaType": OCI_MANIFEST,
-                                          "size": events[-1][1]["size"], "length": events[-1][1]["length"], "tag": "v1"})
+                                          "size": events[-1][1]["size"], "length": events[-1][1]["length"], "tag": "v1",
+                                          "useragent": events[-1][1]["useragent"]})
+    assert events[-1][1]["useragent"].startswith("azsdk-python-azure-containerregistry/"), "the pushing client, for request.useragent"
     untagged = c.set_manifest("new/app", {**manifest, "annotations": {"a": "b"}})
     assert events[-1][0] == "ImagePushed" and "tag" not in events[-1][1] and events[-1][1]["digest"] == untagged
 
@@ -188,7 +190,8 @@ def test_delete_manifest_emits_image_deleted_and_takes_tags_and_referrers(reg: R
     assert filtered.json()["manifests"] == [] and filtered.headers["oci-filters-applied"] == "artifactType"
     assert "oci-filters-applied" not in reg.call("GET", f"/v2/microsoft/referrers/{digest}", token=token).headers
     assert reg.call("DELETE", f"/v2/microsoft/manifests/{digest}", token=token).status_code == 202
-    assert events[-1] == ("ImageDeleted", {"repository": "microsoft", "digest": digest, "mediaType": oci.DOCKER_MANIFEST})
+    assert events[-1] == ("ImageDeleted", {"repository": "microsoft", "digest": digest, "mediaType": oci.DOCKER_MANIFEST,
+                                           "useragent": reg.session.headers["User-Agent"]})
     assert reg.call("GET", "/v2/microsoft/manifests/azure-cli", token=token).status_code == 404
     assert reg.call("GET", f"/v2/microsoft/manifests/{sha(sig)}", token=token).status_code == 404
 
