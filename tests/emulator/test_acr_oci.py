@@ -231,3 +231,33 @@ def test_acr_v1_repository_and_manifests(reg: RegistryHTTP) -> None:
     assert index["mediaType"] == oci.OCI_INDEX and len(index["references"]) == 2
     one = reg.call("GET", f"/acr/v1/multi/_manifests/{index['digest']}", token=meta).json()
     assert one["manifest"]["digest"] == index["digest"]
+
+
+@pytest.mark.parametrize(
+    ("path", "endpoint_class"),
+    [
+        ("/v2/", "acr.v2"), ("/oauth2/exchange", "acr.auth"), ("/oauth2/token", "acr.auth"), ("/v2/_catalog", "acr.catalog"),
+        ("/acr/v1/_catalog", "acr.catalog"), ("/v2/a/b/manifests/latest", "acr.manifests"), ("/v2/a/blobs/uploads/", "acr.blobs"),
+        ("/v2/a/blobs/sha256:00", "acr.blobs"), ("/v2/a/referrers/sha256:00", "acr.referrers"), ("/v2/a/tags/list", "acr.tags"),
+        ("/acr/v1/a/_tags", "acr.tags"), ("/acr/v1/a/_tags/t", "acr.tags"), ("/acr/v1/a/_manifests/sha256:00", "acr.manifests"),
+        ("/acr/v1/a/b/_streaming", "acr.streaming"), ("/acr/v1/a/_streaming/sha256:00", "acr.streaming"),
+        ("/acr/v1/a/_operations/x", "acr.operations"), ("/acr/v1/a/_operations/x:cancel", "acr.operations"),
+        ("/acr/v1/a/b", "acr.repositories"), ("/_emulator/counts", "acr.admin"), ("/nothing", "acr.other"),
+    ],
+)
+def test_endpoint_classes_for_fault_rules(path: str, endpoint_class: str) -> None:
+    from emulator.services.acr import classify
+
+    assert classify(path) == endpoint_class
+
+
+def test_fault_rules_hit_only_their_endpoint_class(emu: Emulator, reg: RegistryHTTP) -> None:
+    emu.faults.configure([{"match": "acr.streaming", "error_rate": 1.0, "statuses": [503], "retry_after": 2}])
+    token = reg.access_token("repository:microsoft:pull")  # acr.auth is untouched
+    resp = reg.call("GET", "/acr/v1/microsoft/_streaming", token=token)
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "2"
+    assert resp.json()["errors"][0]["code"] == "SERVICEUNAVAILABLE"
+    assert resp.headers["Docker-Distribution-Api-Version"] == "registry/2.0"
+    assert reg.call("GET", "/v2/microsoft/tags/list", token=token).status_code == 200
+    logged = [r for r in emu.requests_since(0, "acr") if r["endpoint_class"] == "acr.streaming"]
+    assert logged and logged[-1]["status"] == 503 and logged[-1]["host"] == "reg"
