@@ -224,11 +224,10 @@ def test_bad_input_gets_acr_errors(api: StreamingAPI, reg_http: RegistryHTTP) ->
         assert resp.status_code == status, resp.text()
         assert resp.json()["errors"][0]["code"] == code
     no_token = reg_http.call("POST", f"/acr/v1/app/_streaming/{digest}", json=BODY)
-    assert no_token.status_code == 401 and 'scope="repository:app:pull"' in no_token.headers["WWW-Authenticate"]
-    metadata_only = reg_http.call("POST", f"/acr/v1/app/_streaming/{digest}", json=BODY, scope="repository:app:metadata_read")
-    assert metadata_only.status_code == 401
-    # recorded: a pull-only token is enough to start a conversion (exchanges 22-24 of the az CLI session)
-    assert reg_http.call("POST", f"/acr/v1/app/_streaming/{digest}", json=BODY, scope="repository:app:pull").status_code == 202
+    assert no_token.status_code == 401 and 'scope="repository:app:pull,push"' in no_token.headers["WWW-Authenticate"]
+    pull_only = reg_http.call("POST", f"/acr/v1/app/_streaming/{digest}", json=BODY, scope="repository:app:pull")
+    assert pull_only.status_code == 401, "starting a conversion writes to the repository: push, as the az CLI asks"
+    assert reg_http.call("POST", f"/acr/v1/app/_streaming/{digest}", json=BODY, scope="repository:app:pull,push").status_code == 202
 
 
 @pytest.fixture
