@@ -4,6 +4,7 @@ custom-topic publishing through the real azure-eventgrid client."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import re
 import threading
@@ -555,3 +556,35 @@ def test_https_webhook_with_an_untrusted_certificate_is_not_delivered(make_emula
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_real_sdk_push_and_delete_produce_reference_shaped_events(make_emulator, receivers):
+    """OCI PUT and DELETE through azure-containerregistry: ImagePushed then ImageDeleted, shaped like the reference."""
+    from azure.containerregistry import ContainerRegistryClient
+    from azure.identity import DefaultAzureCredential
+
+    hook = receivers()
+    emu = make_emulator(scenario({"name": "all", "registry": REGISTRY, "endpoint": hook.url}))
+    client = ContainerRegistryClient(emu.endpoints["registries"][REGISTRY], DefaultAzureCredential(),
+                                     audience="https://management.azure.com")
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    config_digest, config_size = client.upload_blob("samples/nginx", io.BytesIO(config))
+    layer_digest, layer_size = client.upload_blob("samples/nginx", io.BytesIO(b"layer-bytes"))
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}]}
+    digest = client.set_manifest("samples/nginx", manifest, tag="sdk", media_type="application/vnd.oci.image.manifest.v1+json")
+    client.delete_manifest("samples/nginx", digest)
+    wait_idle(emu)
+
+    by_type = {n["body"][0]["eventType"]: n["body"][0] for n in hook.notifications()}  # delivery order is not guaranteed
+    pushed, deleted = by_type["Microsoft.ContainerRegistry.ImagePushed"], by_type["Microsoft.ContainerRegistry.ImageDeleted"]
+    assert pushed["eventType"] == "Microsoft.ContainerRegistry.ImagePushed" and pushed["subject"] == "samples/nginx:sdk"
+    assert pushed["data"]["request"]["useragent"].startswith("azsdk-python-azure-containerregistry/")
+    assert pushed["data"]["target"]["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    ref = fixture("event-grid-schema", "image_deleted")
+    same_shape(deleted, ref, "deleted", optional={"connectedRegistry"})
+    assert deleted["eventType"] == ref["eventType"] and deleted["subject"] == "samples/nginx"
+    assert deleted["data"]["action"] == "delete" and deleted["data"]["request"]["method"] == "DELETE"
+    assert deleted["data"]["target"] == {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+                                         "repository": "samples/nginx"}
