@@ -210,6 +210,9 @@ def start_operation(ctx: Context, cluster: Cluster, pool: AgentPool | None, seco
     """Mark a pool (or the cluster, pool=None) busy for `seconds`; it settles to `final_state` afterwards."""
     arm = arm_state(ctx)
     now = time.monotonic()
+    superseded = arm.operations.get(arm.pending.get((_cluster_key(cluster), pool.name if pool else None), ""))
+    if superseded is not None and superseded.status == "InProgress":
+        superseded.status, superseded.end = "Succeeded", time.time()  # its change is in place; the new operation carries on
     op = AksOperation(id=str(uuid.uuid4()), cluster_key=_cluster_key(cluster), pool=pool.name if pool else None, start=time.time(),
                       deadline=now + max(0.0, seconds), final_state=final_state, previous_version=previous_version)
     target: Any = pool if pool is not None else cluster
@@ -1147,7 +1150,7 @@ def setup_admin(app: web.Application, ctx: Context) -> None:
             if changes:
                 pool.etag = new_etag()
                 if "provisioning_state" in changes and body["provisioning_state"] in IDLE_STATES:
-                    pool.operation_until = 0.0
+                    finish_operation(ctx, cluster, pool, body["provisioning_state"])  # also ends a pending operation's poller
                 record_admin_write(world, cluster, pool, changes)
         return json_response(200, {"changes": changes, "etag": pool.etag})
 

@@ -464,3 +464,19 @@ def test_arm_throttles_per_subscription_and_the_sdk_retries_after_retry_after(em
     assert aks(settings).managed_clusters.get("rg-aks-1", "aks-a").name == "aks-a"
     statuses = [r["status"] for r in arm_calls(emu, mark)]
     assert statuses[-1] == 200 and 429 in statuses, "the SDK's retry policy waited out Retry-After"
+
+
+def test_an_operation_failing_behind_arms_back_fails_the_sdk_poller(emu: Emulator, settings: AzureSettings) -> None:
+    client = aks(settings)
+    slow_lro(emu, 4)
+    poller = client.agent_pools.begin_create_or_update("rg-aks-1", "aks-a", "user", enable(client.agent_pools.get("rg-aks-1", "aks-a", "user")))
+    failed = requests.patch(f"{emu.endpoints['admin']}/arm/clusters/aks-a/pools/user", json={"provisioning_state": "Failed"},
+                            verify=emu.env["REQUESTS_CA_BUNDLE"], timeout=30)
+    assert failed.status_code == 200
+    with pytest.raises(HttpResponseError) as info:
+        poller.result(timeout=30)
+    assert "AgentPoolOperationFailed" in str(info.value)
+    pool = client.agent_pools.get("rg-aks-1", "aks-a", "user")
+    assert pool.provisioning_state == "Failed"
+    retry = client.agent_pools.begin_create_or_update("rg-aks-1", "aks-a", "user", pool)
+    assert retry.status() == "InProgress", "a Failed pool accepts a new PUT (that is how AKS recovers it)"
