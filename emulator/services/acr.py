@@ -723,7 +723,7 @@ class RegistryService:
         self.require(request, name, ("pull",), "pull")
         repo = self.repo_or_404(name)
         names = self.sorted_tags(repo)
-        n = _paging_n(request, default=len(names) or 1)
+        n = _paging_n(request)  # assumed: pages of 100 without `n`, like _catalog (clients must follow Link)
         last = request.query.get("last")
         start = bisect.bisect_right(names, last) if last else 0
         page = names[start:start + n]

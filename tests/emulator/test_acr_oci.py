@@ -208,6 +208,8 @@ def test_tags_list_and_acr_tags_page_with_link_headers(reg: RegistryHTTP, emu: E
     first = reg.call("GET", "/v2/team/app/tags/list", token=token, params={"n": 1000})
     assert first.json()["tags"][:2] == ["t000000", "t000001"] and len(first.json()["tags"]) == 1000
     assert first.headers["Link"] == '</v2/team/app/tags/list?last=t000999&n=1000>; rel="next"'
+    default = reg.call("GET", "/v2/team/app/tags/list", token=token)
+    assert len(default.json()["tags"]) == 100 and default.headers["Link"].startswith("</v2/team/app/tags/list?last=t000099&n=100>")
     last_page = reg.call("GET", "/v2/team/app/tags/list", token=token, params={"n": 1000, "last": "t099999"})
     assert last_page.json()["tags"] == ["v1"] and "Link" not in last_page.headers
     meta = reg.access_token("repository:team/app:metadata_read")
