@@ -1059,7 +1059,19 @@ ADMIN_POOL_FIELDS = {"artifact_streaming", "provisioning_state", "power_state", 
 
 
 def setup_admin(app: web.Application, ctx: Context) -> None:
-    """`/_emulator/arm/...`: the writes log, busy operations, and changes made behind ARM's back."""
+    """`/_emulator/arm/...`: the writes log, busy operations, changes made behind ARM's back, throttling limits.
+
+    GET    /_emulator/arm/writes?since=N                      -> {"next", "writes": [ArmWrite...]} (every accepted pool write)
+    POST   /_emulator/arm/clusters/{c}[/pools/{p}]/operation  {"seconds": 60, "state": "Updating", "final_state": "Succeeded"}
+                                                              -> the pool (or cluster) is busy: PUTs answer 409 until it ends
+    DELETE /_emulator/arm/clusters/{c}[/pools/{p}]/operation[?final_state=Failed]  -> end it now
+    PATCH  /_emulator/arm/clusters/{c}/pools/{p}              {"artifact_streaming": true|false|null, "provisioning_state", "power_state",
+                                                               "orchestrator_version", "tags", "count", "os_sku", "workload_runtime"}
+                                                              -> another actor changed the pool: new eTag, logged with actor "admin"
+    PATCH  /_emulator/arm/clusters/{c}                        {"provisioning_state", "power_state", "kubernetes_version", "tags"}
+    GET|POST /_emulator/arm/throttle                          {"reads_capacity", "reads_refill", "writes_capacity", "writes_refill"}
+    Cluster names may repeat across subscriptions: add ?subscription=...&resource_group=... to pick one.
+    """
     world = ctx.world
 
     def error(status: int, message: str) -> web.Response:
