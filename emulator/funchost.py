@@ -19,13 +19,16 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 import time
 import typing
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -48,6 +51,32 @@ class FunctionLoadError(RuntimeError):
 
     def __init__(self, function_name: str, msg: str) -> None:
         super().__init__(f"cannot load the {function_name} function: {msg}")
+
+
+DEFAULT_FUNCTION_TIMEOUT = 1800.0  # seconds: the Premium/Dedicated default when host.json sets none
+
+
+def _timespan(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}" + (f".{int((seconds % 1) * 1000):03d}"
+                                                                              if seconds % 1 else "")
+
+
+def read_function_timeout(host_json: Path) -> float:
+    """host.json's functionTimeout ("hh:mm:ss", or "-1" for unbounded) in seconds; the default when absent."""
+    try:
+        raw = json.loads(host_json.read_text()).get("functionTimeout")
+    except (OSError, ValueError):
+        return DEFAULT_FUNCTION_TIMEOUT
+    if raw in (None, ""):
+        return DEFAULT_FUNCTION_TIMEOUT
+    if str(raw).strip() == "-1":
+        return float("inf")
+    match = re.fullmatch(r"(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d+))?", str(raw).strip())
+    if not match:
+        raise ValueError(f"{host_json}: functionTimeout {raw!r} is not a TimeSpan like 00:10:00")
+    days, hours, minutes, secs, frac = match.groups()
+    return (int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(secs) + float(f"0.{frac or 0}"))
 
 
 class HostIndexingError(FunctionLoadError):
@@ -147,6 +176,7 @@ class Invocation:
     started: float
     ended: float = 0.0
     succeeded: bool = False
+    timed_out: bool = False  # exceeded functionTimeout: reported failed (the real host recycles the worker)
     exception: BaseException | None = None
     result: Any = None
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -331,8 +361,12 @@ class FunctionsHost:
     """
 
     def __init__(self, app_module: str = "function_app", port: int = 0, *, app: func.FunctionRegister | None = None,
-                 max_workers: int | None = None, system_key: str | None = None, log_level: int = logging.INFO) -> None:
+                 max_workers: int | None = None, system_key: str | None = None, log_level: int = logging.INFO,
+                 function_timeout: float | None = None) -> None:
+        """`function_timeout` (seconds) overrides host.json's functionTimeout (next to the app module; default 30 min)."""
         self.app_module = app_module
+        self._function_timeout_override = function_timeout
+        self.function_timeout = function_timeout if function_timeout is not None else DEFAULT_FUNCTION_TIMEOUT
         self._app = app
         self.port = port
         self.system_key = system_key  # when set, the webhook requires ?code=<key> (the eventgrid_extension system key)
@@ -357,9 +391,11 @@ class FunctionsHost:
             sys.modules.pop(self.app_module, None)  # a fresh import per host, as a new worker process does
             module = importlib.import_module(self.app_module)
             self._app = find_function_app(module)
-            directory = str(getattr(module, "__file__", "") or ".")
+            directory = str(Path(getattr(module, "__file__", None) or "./x").resolve().parent)
         else:
             directory = "."
+        if self._function_timeout_override is None:
+            self.function_timeout = read_function_timeout(Path(directory) / "host.json")
         self.functions = index_app(self._app, directory)
         return self.functions
 
@@ -415,8 +451,12 @@ class FunctionsHost:
         return f"{self.url}{WEBHOOK_PATH}?functionName={function_name}{code}"
 
     # -------------------------------------------------------------- invoking
-    def _invoke_sync(self, fn: IndexedFunction, trigger_value: Any, payload: str) -> Invocation:
-        inv = Invocation(id=str(uuid.uuid4()), function=fn.name, trigger=trigger_value, payload=payload, started=time.time())
+    def _new_invocation(self, fn: IndexedFunction, trigger_value: Any, payload: str) -> Invocation:
+        return Invocation(id=str(uuid.uuid4()), function=fn.name, trigger=trigger_value, payload=payload, started=time.time())
+
+    def _invoke_sync(self, fn: IndexedFunction, trigger_value: Any, payload: str, inv: Invocation | None = None) -> Invocation:
+        inv = inv or self._new_invocation(fn, trigger_value, payload)
+        inv.started = time.time()
         token = _current.set(inv)
         try:
             kwargs: dict[str, Any] = {}
@@ -433,7 +473,7 @@ class FunctionsHost:
             else:
                 inv.result = fn.func(**kwargs)
             inv.outputs = {k: o.get() for k, o in outs.items()}
-            inv.succeeded = True
+            inv.succeeded = not inv.timed_out
         except Exception as exc:  # the worker reports any exception as a failed invocation
             inv.exception = exc
             logging.getLogger("azure_functions_worker").error("Exception while executing function: Functions.%s", fn.name,
@@ -488,7 +528,24 @@ class FunctionsHost:
         else:
             value = meta.get_binding_registry().get(TIMER_TRIGGER).decode(meta.Datum(type="json", value=payload),
                                                                            trigger_metadata={})
-        return self._invoke_sync(fn, value, payload)
+        inv = self._new_invocation(fn, value, payload)
+        if self._pool is None or threading.current_thread().name.startswith("funchost-worker"):
+            return self._invoke_sync(fn, value, payload, inv)
+        future = self._pool.submit(self._invoke_sync, fn, value, payload, inv)
+        try:
+            return future.result(self._wait_limit)
+        except FutureTimeout:
+            self._timed_out(inv)
+            return inv
+
+    @property
+    def _wait_limit(self) -> float | None:
+        return None if self.function_timeout == float("inf") else self.function_timeout
+
+    def _timed_out(self, inv: Invocation) -> None:
+        inv.timed_out, inv.succeeded = True, False
+        log.error("Timeout value of %s exceeded by function 'Functions.%s' (Id: '%s'). Initiating cancellation.",
+                  _timespan(self.function_timeout), inv.function, inv.id)
 
     def invocations_of(self, function_name: str) -> list[Invocation]:
         with self._lock:
@@ -554,16 +611,24 @@ class FunctionsHost:
             if not isinstance(body, list):
                 return web.Response(status=400, text="The request content should be parseable into a JSON object or array")
             loop = asyncio.get_running_loop()
-            jobs = []
+            jobs: list[tuple[Invocation, asyncio.Future[Invocation]]] = []
             for event in body:
                 payload = json.dumps(event, indent=2)  # the host hands each event over as JSON text (JToken.ToString)
                 try:
                     value = self._decode(fn, payload)
                 except Exception as exc:  # decoding failures fail the invocation, as in the worker
                     return web.Response(status=500, text=f"Exception binding parameter '{fn.trigger_param}': {exc}")
-                jobs.append(loop.run_in_executor(self._pool, self._invoke_sync, fn, value, payload))
-            results = await asyncio.gather(*jobs)
-            for inv in results:
+                inv = self._new_invocation(fn, value, payload)
+                jobs.append((inv, loop.run_in_executor(self._pool, self._invoke_sync, fn, value, payload, inv)))
+            pending: set[Any] = set()
+            if jobs:
+                _done, pending = await asyncio.wait([job for _, job in jobs], timeout=self._wait_limit)
+            for inv, job in jobs:
+                if job in pending:
+                    self._timed_out(inv)
+                    return web.Response(status=500, text=f"Timeout value of {_timespan(self.function_timeout)} exceeded by "
+                                        f"function 'Functions.{name}' (Id: '{inv.id}'). Initiating cancellation.")
+            for inv, _job in jobs:
                 if not inv.succeeded:
                     return web.Response(status=500, text=f"Exception while executing function: Functions.{name}")
             return web.Response(status=202)
@@ -575,15 +640,52 @@ class FunctionsHost:
 # ------------------------------------------------------------------------------------------------ CLI
 
 
+def load_local_settings(path: Path, environ: typing.MutableMapping[str, str]) -> list[str]:
+    """Core Tools' local.settings.json: `Values` become environment variables; a variable already set wins (its key is
+    returned so the caller can warn, as `func start` does)."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+    if raw.get("IsEncrypted"):
+        raise ValueError(f"{path} is encrypted (IsEncrypted: true); decrypt it with `func settings decrypt` first")
+    values = raw.get("Values") or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: Values must be an object of setting names to strings")
+    skipped = []
+    for key, value in values.items():
+        if value is None or not key:
+            continue
+        if key in environ:
+            skipped.append(key)
+            continue
+        environ[key] = str(value)
+    return skipped
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emulator.funchost",
                                      description="Serve a function app's Event Grid webhook locally (Functions host stand-in).")
     parser.add_argument("--app", default="function_app", help="module holding the FunctionApp (default: function_app)")
     parser.add_argument("--port", type=int, default=7071, help="port on 127.0.0.1 (default 7071, 0 for any)")
+    parser.add_argument("--settings", default="local.settings.json",
+                        help="app settings file, as Core Tools reads it (default: ./local.settings.json if present); "
+                             "variables already in the environment win")
     parser.add_argument("--fire-timer", metavar="NAME", help="run this timer function once and exit")
     parser.add_argument("--past-due", action="store_true", help="with --fire-timer: mark the timer past due")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    settings = Path(args.settings)
+    if settings.exists() or args.settings != parser.get_default("settings"):
+        try:
+            for key in load_local_settings(settings, os.environ):
+                print(f"warning: {key} from {settings} skipped: already set in the environment", file=sys.stderr)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     host = FunctionsHost(args.app, port=args.port)
     try:
         host.load()
@@ -601,8 +703,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in sorted(host.functions.items()):
             where = host.webhook_url(name) if fn.trigger_type == EVENTGRID_TRIGGER else "(timer: use --fire-timer)"
             print(f"{name}: {fn.trigger_type} {where}", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        stop.wait()
     return 0
 
 

@@ -285,3 +285,72 @@ def test_the_real_function_app_indexes():
         kinds = {n: f.trigger_type for n, f in h.functions.items()}
     assert kinds.get("on_image_pushed") == "eventGridTrigger"
     assert any(kind == "timerTrigger" for kind in kinds.values())
+
+
+def test_function_timeout_fails_the_delivery_like_the_host(tmp_path: Path):
+    from emulator.funchost import read_function_timeout
+
+    assert read_function_timeout(REPO / "host.json") == 600.0  # the shipped host.json: 00:10:00
+    (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", "functionTimeout": "-1"}))
+    assert read_function_timeout(tmp_path / "host.json") == float("inf")
+    (tmp_path / "host.json").write_text(json.dumps({"functionTimeout": "ten minutes"}))
+    with pytest.raises(ValueError, match="is not a TimeSpan"):
+        read_function_timeout(tmp_path / "host.json")
+
+    release = threading.Event()
+    app = func.FunctionApp()
+
+    @app.event_grid_trigger(arg_name="event")
+    def slow(event: func.EventGridEvent) -> None:
+        release.wait(30)
+
+    @app.timer_trigger(schedule="0 0 * * * *", arg_name="timer")
+    def slow_timer(timer: func.TimerRequest) -> None:
+        release.wait(30)
+
+    with FunctionsHost(app=app, function_timeout=0.5) as h:
+        resp = post(h, "slow", [reference("event-grid-schema")])
+        assert resp.status_code == 500 and resp.text.startswith("Timeout value of 00:00:00.500 exceeded by function 'Functions.slow'")
+        inv = h.fire_timer("slow_timer")
+        assert inv.timed_out and not inv.succeeded
+        release.set()
+    assert all(i.timed_out and not i.succeeded for i in h.invocations)
+
+
+def test_cli_serves_with_local_settings_and_stops_on_sigterm(tmp_path: Path):
+    (tmp_path / "local.settings.json").write_text(json.dumps({
+        "IsEncrypted": False, "Values": {"FUNCHOST_TEST_SETTING": "from-file", "FUNCHOST_TEST_PRESET": "from-file"}}))
+    (tmp_path / "settings_app.py").write_text(
+        "import os\nimport azure.functions as func\napp = func.FunctionApp()\n"
+        "SEEN = (os.environ['FUNCHOST_TEST_SETTING'], os.environ['FUNCHOST_TEST_PRESET'])\n\n"
+        "@app.event_grid_trigger(arg_name='event')\ndef show(event: func.EventGridEvent) -> None:\n"
+        "    import logging\n    logging.warning('settings %s', SEEN)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), "FUNCHOST_TEST_PRESET": "from-env"}
+    proc = subprocess.Popen([sys.executable, "-m", "emulator.funchost", "--app", "settings_app", "--port", "0"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip()  # "show: eventGridTrigger http://127.0.0.1:PORT/runtime/webhooks/..."
+        assert line.startswith("show: eventGridTrigger http://127.0.0.1:"), line
+        url = line.split(" ", 2)[2]
+        resp = requests.post(url, json=[reference("event-grid-schema")], headers={"aeg-event-type": "Notification"}, timeout=30)
+        assert resp.status_code == 202
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "FUNCHOST_TEST_PRESET from local.settings.json skipped: already set in the environment" in err
+    assert "settings ('from-file', 'from-env')" in err
+
+
+def test_encrypted_or_broken_settings_are_refused(tmp_path: Path):
+    from emulator.funchost import load_local_settings
+
+    (tmp_path / "enc.json").write_text(json.dumps({"IsEncrypted": True, "Values": {"A": "x"}}))
+    with pytest.raises(ValueError, match="is encrypted"):
+        load_local_settings(tmp_path / "enc.json", {})
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(ValueError, match="cannot read"):
+        load_local_settings(tmp_path / "bad.json", {})
+    target: dict[str, str] = {"B": "env"}
+    (tmp_path / "ok.json").write_text(json.dumps({"Values": {"A": 1, "B": "file"}}))
+    assert load_local_settings(tmp_path / "ok.json", target) == ["B"] and target == {"A": "1", "B": "env"}
