@@ -744,7 +744,7 @@ class RegistryService:
             if digest:
                 records = [r for r in records if r.digest == digest]
             names = [r.name for r in records]
-            start = names.index(last) + 1 if last in names else 0
+            start = (names.index(last) + 1 if last in names else len(names)) if last else 0  # a vanished `last` ends the walk
             page_recs = records[start:start + n]
             more = start + n < len(records)
         elif orderby:
@@ -787,7 +787,7 @@ class RegistryService:
             mans.sort(key=lambda m: m.digest)
         last = request.query.get("last")
         digests = [m.digest for m in mans]
-        start = digests.index(last) + 1 if last in digests else 0
+        start = (digests.index(last) + 1 if last in digests else len(digests)) if last else 0
         page = mans[start:start + n]
         tags_by_digest: dict[str, list[str]] = {}
         for rec in repo.tags.values():

@@ -12,6 +12,8 @@ import pytest
 from azure.containerregistry import ContainerRegistryClient
 from azure.core.exceptions import ResourceNotFoundError
 from azure.identity import DefaultAzureCredential
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from emulator import Emulator, oci
 from emulator.model import TagRecord
@@ -263,3 +265,35 @@ def test_fault_rules_hit_only_their_endpoint_class(emu: Emulator, reg: RegistryH
     assert reg.call("GET", "/v2/microsoft/tags/list", token=token).status_code == 200
     logged = [r for r in emu.requests_since(0, "acr") if r["endpoint_class"] == "acr.streaming"]
     assert logged and logged[-1]["status"] == 503 and logged[-1]["host"] == "reg"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.sets(st.from_regex(r"[a-z0-9][a-z0-9._-]{0,9}", fullmatch=True), max_size=40),
+       n=st.integers(min_value=1, max_value=12), orderby=st.sampled_from(["", "timeasc", "timedesc"]))
+def test_following_link_headers_yields_every_tag_once(reg: RegistryHTTP, emu: Emulator, names: set[str], n: int, orderby: str) -> None:
+    def reset() -> None:
+        repo = emu.world.registries["reg"].repositories["team/app"]
+        digest = next(iter(repo.tags.values())).digest
+        repo.tags.clear()
+        for i, name in enumerate(sorted(names) or ["only"]):
+            repo.tags[name] = TagRecord(name=name, digest=digest, updated=f"2026-01-01T00:00:{i % 60:02d}.{i:06d}Z")
+
+    emu.call(reset)
+    expected = sorted(names) or ["only"]
+    pull = reg.access_token("repository:team/app:pull")
+    meta = reg.access_token("repository:team/app:metadata_read")
+    for path, token, key, extra in [("/v2/team/app/tags/list", pull, None, {}), ("/acr/v1/team/app/_tags", meta, "name", {"orderby": orderby})]:
+        seen: list[str] = []
+        resp = reg.call("GET", path, token=token, params={"n": n, **extra})
+        while True:
+            tags = resp.json()["tags"]
+            seen += [t[key] for t in tags] if key else tags
+            link = resp.headers.get("Link")
+            if not link:
+                break
+            resp = reg.call("GET", link[1:link.index(">")], token=token)
+        if key and orderby:
+            assert sorted(seen) == expected and len(seen) == len(expected)
+            assert seen == (expected if orderby == "timeasc" else expected[::-1]), "time order follows lastUpdateTime"
+        else:
+            assert seen == expected
