@@ -228,3 +228,17 @@ def test_catalog_needs_the_catalog_scope(reg: RegistryHTTP) -> None:
     assert no.status_code == 401 and 'scope="registry:catalog:*"' in no.headers["WWW-Authenticate"]
     yes = reg.call("GET", "/acr/v1/_catalog", scope="registry:catalog:*")
     assert yes.json() == {"repositories": ["microsoft", "team/app"]}
+
+
+def test_expired_or_foreign_access_tokens_get_the_challenge(reg: RegistryHTTP, make_emulator: Callable[..., Emulator]) -> None:
+    claims = {"aud": reg.login, "iss": "Azure Container Registry", "grant_type": "access_token",
+              "access": [{"type": "repository", "name": "microsoft", "actions": ["pull"]}]}
+    expired = reg.emu.ctx.tokens.mint(claims, -5)
+    resp = reg.call("GET", "/v2/microsoft/tags/list", token=expired)
+    assert resp.status_code == 401 and 'scope="repository:microsoft:pull"' in resp.headers["WWW-Authenticate"]
+    assert reg.call("GET", "/v2/microsoft/tags/list", token=reg.emu.ctx.tokens.mint(claims, 60)).status_code == 200
+    other = make_emulator(scenario(), apply_env=False)
+    foreign = other.ctx.tokens.mint(claims, 60)  # same claims, another emulator's key
+    assert reg.call("GET", "/v2/microsoft/tags/list", token=foreign).status_code == 401
+    refresh_as_access = reg.refresh_token()
+    assert reg.call("GET", "/v2/", token=refresh_as_access).status_code == 401, "a refresh token is not an access token"
