@@ -87,6 +87,16 @@ class ScopeMapToken:
     actions: list[str]  # e.g. ["repositories/*/content/read", "repositories/app/content/write"]
 
 
+# What each built-in role lets an AAD identity do on a registry's data plane (the refresh token's `permissions.actions`).
+ACR_ROLE_PERMISSIONS: dict[str, list[str]] = {
+    "AcrPull": ["read", "metadata/read"],
+    "AcrPush": ["read", "write", "metadata/read", "metadata/write"],
+    "AcrDelete": ["delete"],
+    "Contributor": ["read", "write", "delete", "metadata/read", "metadata/write", "deleted/read", "deleted/restore/action"],
+    "Owner": ["read", "write", "delete", "metadata/read", "metadata/write", "deleted/read", "deleted/restore/action"],
+}
+
+
 @dataclass
 class Registry:
     name: str
@@ -103,6 +113,8 @@ class Registry:
     tags: dict[str, str] = field(default_factory=dict)  # ARM resource tags
     login_server: str = ""  # "127.0.0.1:PORT", set when the emulator binds the registry's port
     url: str = ""  # "https://127.0.0.1:PORT"
+    # Data-plane roles AAD identities hold on this registry (keys of ACR_ROLE_PERMISSIONS); None: every permission.
+    identity_roles: list[str] | None = None
 
     @property
     def resource_id(self) -> str:

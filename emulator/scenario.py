@@ -11,6 +11,7 @@ import yaml
 from . import oci
 from .faults import FaultRule
 from .model import (
+    ACR_ROLE_PERMISSIONS,
     AgentPool,
     Cluster,
     EmulatorSettings,
@@ -100,7 +101,8 @@ def _load_subscription(world: World, where: str, raw: dict[str, Any]) -> None:
 
 
 def _load_registry(world: World, sub_id: str, where: str, raw: dict[str, Any]) -> None:
-    _check_keys(where, raw, {"name", "resource_group", "location", "sku", "encryption", "admin_user", "tokens", "tags", "repositories"})
+    _check_keys(where, raw, {"name", "resource_group", "location", "sku", "encryption", "admin_user", "tokens", "tags", "repositories",
+                             "identity_roles"})
     name = str(raw["name"])
     if name in world.registries:
         raise ScenarioError(f"{where}.name: registry {name!r} defined twice (registry names are global)")
@@ -108,6 +110,9 @@ def _load_registry(world: World, sub_id: str, where: str, raw: dict[str, Any]) -
     if sku not in ("Basic", "Standard", "Premium"):
         raise ScenarioError(f"{where}.sku: {sku!r} is not Basic, Standard or Premium")
     admin = raw.get("admin_user") or {}
+    roles = raw.get("identity_roles")
+    if roles is not None and (not isinstance(roles, list) or set(roles) - set(ACR_ROLE_PERMISSIONS)):
+        raise ScenarioError(f"{where}.identity_roles: {roles!r} must be a list of {sorted(ACR_ROLE_PERMISSIONS)}")
     reg = Registry(
         name=name,
         subscription_id=sub_id,
@@ -119,6 +124,7 @@ def _load_registry(world: World, sub_id: str, where: str, raw: dict[str, Any]) -
         admin_password=str(admin.get("password", "")),
         tokens=[ScopeMapToken(**t) for t in raw.get("tokens") or []],
         tags=dict(raw.get("tags") or {}),
+        identity_roles=None if roles is None else [str(r) for r in roles],
     )
     world.registries[name] = reg
     for i, repo_raw in enumerate(raw.get("repositories") or []):

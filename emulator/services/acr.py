@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import oci
-from ..model import Manifest, Registry, Repository, TagRecord, utcnow_iso
+from ..model import ACR_ROLE_PERMISSIONS, Manifest, Registry, Repository, TagRecord, utcnow_iso
 from ..streaming import RepositorySettingOperation, StreamingEngine, operation_body, refusal
 from ..tokens import bearer
 from ..web import Context, service_middleware
@@ -334,7 +334,7 @@ class RegistryService:
                 return self.unauthorized(message="the refresh token is invalid or expired; get a new one from /oauth2/exchange")
             perms = set(refresh.get("permissions", {}).get("actions", []))
             allowed = lambda _r, a: any(a in PERMISSION_ACTIONS.get(p, ()) for p in perms)  # noqa: E731
-            access = self._grant_from(scopes, allowed, catalog_ok="read" in perms or "metadata/read" in perms)
+            access = self._grant_from(scopes, allowed, catalog_ok="metadata/read" in perms)
             return _json(200, {"access_token": self._mint_access(refresh.get("sub", ""), access)})
         if grant_type == "password":
             ident = self._password_identity(get("username"), get("password"))
@@ -359,7 +359,12 @@ class RegistryService:
         if tenant and tenant != claims.get("tid"):
             return self.unauthorized(message=f"tenant {tenant!r} does not match the token's tenant")
         subject = str(claims.get("upn") or claims.get("oid") or claims.get("sub") or "")
-        return _json(200, {"refresh_token": self._mint_refresh(subject, ALL_ACTIONS)})
+        roles = self.reg.identity_roles
+        if roles is None:
+            permissions = list(ALL_ACTIONS)
+        else:  # the identity's role assignments on the registry; none at all still exchanges, then grants nothing
+            permissions = [a for a in ALL_ACTIONS if any(a in ACR_ROLE_PERMISSIONS[r] for r in roles)]
+        return _json(200, {"refresh_token": self._mint_refresh(subject, permissions)})
 
     def _docker_token(self, request: web.Request) -> web.Response:
         if request.query.get("service") != self.login:

@@ -242,3 +242,30 @@ def test_expired_or_foreign_access_tokens_get_the_challenge(reg: RegistryHTTP, m
     assert reg.call("GET", "/v2/microsoft/tags/list", token=foreign).status_code == 401
     refresh_as_access = reg.refresh_token()
     assert reg.call("GET", "/v2/", token=refresh_as_access).status_code == 401, "a refresh token is not an access token"
+
+
+@pytest.mark.parametrize(("roles", "pull", "push", "catalog"),
+                         [(["AcrPull"], 200, 401, 200), (["AcrPush"], 200, 202, 200), ([], 401, 401, 401)])
+def test_identity_roles_limit_what_the_exchange_grants(make_emulator: Callable[..., Emulator], roles: list[str],
+                                                       pull: int, push: int, catalog: int) -> None:
+    raw = scenario()
+    raw["subscriptions"][0]["registries"][0]["identity_roles"] = roles
+    reg = RegistryHTTP(make_emulator(raw))
+    assert reg.exchange().status_code == 200, "the exchange succeeds; the grant is what RBAC allows"
+    assert reg.call("GET", "/v2/microsoft/tags/list", scope="repository:microsoft:pull").status_code == pull
+    digest = reg.call("HEAD", "/v2/microsoft/manifests/azure-cli", scope="repository:microsoft:pull").headers.get("Docker-Content-Digest")
+    body = {"conversionFormat": "overlaybd", "conversionVersion": "v1"}
+    resp = reg.call("POST", f"/acr/v1/microsoft/_streaming/{digest or 'sha256:' + '0' * 64}", scope="repository:microsoft:pull,push", json=body)
+    assert resp.status_code == push
+    if push == 401:
+        assert resp.json()["errors"][0]["code"] == "UNAUTHORIZED"
+    assert reg.call("GET", "/v2/_catalog", scope="registry:catalog:*").status_code == catalog
+
+
+def test_unknown_identity_roles_are_a_scenario_error() -> None:
+    from emulator.scenario import ScenarioError, load_scenario
+
+    raw = scenario()
+    raw["subscriptions"][0]["registries"][0]["identity_roles"] = ["AcrPusher"]
+    with pytest.raises(ScenarioError, match=r"identity_roles: \['AcrPusher'\] must be a list of"):
+        load_scenario(raw)
