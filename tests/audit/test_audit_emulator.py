@@ -379,3 +379,14 @@ def test_run_budget_spent_starts_nothing_new(fleet: Emulator):
     report = audit(settings(AUTOPILOT_AUDIT_MODE="enforce", AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS="0"))
     assert fleet.world.arm_writes == []
     assert sum(1 for r in report.rows if "run time budget of 0s used" in r.outcome) == 4
+
+
+def test_shards_partition_the_estate_and_keep_their_own_latest(fleet: Emulator):
+    seen: list[set[str]] = []
+    for index in range(3):
+        report = audit(settings(AUTOPILOT_AUDIT_SHARD=f"{index}/3"))
+        seen.append({r.subscription_id for r in report.rows})
+        if report.rows:
+            assert report.locations["latest_json"] == f"latest-shard-{index}-of-3.json"
+    assert set().union(*seen) == {SUB_A, SUB_B, SUB_C}
+    assert sum(len(s) for s in seen) == 3  # each subscription in exactly one shard
