@@ -390,3 +390,13 @@ def test_shards_partition_the_estate_and_keep_their_own_latest(fleet: Emulator):
             assert report.locations["latest_json"] == f"latest-shard-{index}-of-3.json"
     assert set().union(*seen) == {SUB_A, SUB_B, SUB_C}
     assert sum(len(s) for s in seen) == 3  # each subscription in exactly one shard
+
+
+def test_summary_is_logged_as_one_structured_line(fleet: Emulator, caplog: pytest.LogCaptureFixture):
+    caplog.set_level("INFO", logger="autopilot.audit")
+    report = audit(settings())
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "autopilot.audit"]
+    done = [line for line in lines if line["event"] == "audit.completed"]
+    assert len(done) == 1
+    assert done[0]["run_id"] == report.run_id and done[0]["by_state"] == report.summary.by_state
+    assert done[0]["subscriptions"] == 3 and done[0]["report"] == report.locations["json"]
