@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--azurite", action="store_true", help="also start Azurite and add AzureWebJobsStorage to env")
     parser.add_argument("--print-env", action="store_true", help="print `export` lines for the app's settings")
     args = parser.parse_args(argv)
+    stop = threading.Event()
+    # Handlers first: whoever reads the endpoints path may signal us the moment it is printed.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         emu = Emulator(args.scenario, state_dir=args.state_dir, azurite=args.azurite).start()
     except (ScenarioError, RuntimeError) as exc:
@@ -28,9 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_env:
         for key, value in emu.env.items():
             print(f"export {key}={json.dumps(value)}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         stop.wait()
     finally:
