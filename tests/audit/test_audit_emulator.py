@@ -400,3 +400,15 @@ def test_summary_is_logged_as_one_structured_line(fleet: Emulator, caplog: pytes
     assert len(done) == 1
     assert done[0]["run_id"] == report.run_id and done[0]["by_state"] == report.summary.by_state
     assert done[0]["subscriptions"] == 3 and done[0]["report"] == report.locations["json"]
+
+
+def test_throttling_and_transient_errors_are_retried_by_the_sdk(make_emulator):
+    scenario = copy.deepcopy(FLEET)
+    scenario["faults"] = {"seed": 3, "rules": [
+        {"match": "arm.*", "methods": ["GET"], "error_rate": 0.3, "statuses": [429, 503], "retry_after": 0.05}]}
+    emu = make_emulator(scenario)
+    mark = emu.request_mark()
+    report = audit(settings())
+    assert states(report) == EXPECTED
+    statuses = [r["status"] for r in emu.requests_since(mark, service="arm")]
+    assert statuses.count(429) + statuses.count(503) >= 5
