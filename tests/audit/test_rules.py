@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from shared.audit.model import PoolRecord
 from shared.audit.rules import RULES, classify
@@ -83,3 +86,43 @@ def test_unsupported_list_and_minimum_are_settings():
     s = dataclasses.replace(DEFAULT, unsupported_os_skus=(), min_kubernetes=(1, 31))
     assert classify(pool(os_sku="Ubuntu2404", kubernetes_version="1.31.1"), s).state == "remediable"
     assert classify(pool(kubernetes_version="1.30.9"), s).state == "ineligible"
+
+
+records = st.builds(
+    PoolRecord,
+    subscription_id=st.just(SUB),
+    resource_group=st.sampled_from(["rg-aks", "rg-vendor"]),
+    cluster=st.sampled_from(["aks1", "aks2"]),
+    pool=st.sampled_from(["system", "user1", "gpu"]),
+    os_type=st.sampled_from(["Linux", "Windows", None]),
+    os_sku=st.sampled_from(["Ubuntu", "AzureLinux", "AzureLinux3", "Ubuntu2404", "Flatcar", "AzureContainerLinux",
+                            "Windows2022", "CBLMariner", None]),
+    kubernetes_version=st.sampled_from(["1.24.10", "1.25.0", "1.30.4", "1.31.2", "", None]),
+    provisioning_state=st.sampled_from(["Succeeded", "Updating", "Failed", "Upgrading", None]),
+    power_state=st.sampled_from(["Running", "Stopped", None]),
+    streaming_enabled=st.sampled_from([True, False, None]),
+    workload_runtime=st.sampled_from([None, "OCIContainer", "WasmWasi", "KataMshvVmIsolation", "KataVmIsolation"]),
+    pool_tags=st.sampled_from([{}, {"artifact-streaming": "off"}, {"artifact-streaming": "on"}, {"team": "x"}]),
+    cluster_tags=st.sampled_from([{}, {"ARTIFACT-STREAMING": "Off"}]),
+    cluster_provisioning_state=st.sampled_from(["Succeeded", "Upgrading"]),
+    cluster_power_state=st.sampled_from(["Running", "Stopped"]),
+)
+WITH_LIST = dataclasses.replace(DEFAULT, exclude=("/subscriptions/*/resourceGroups/rg-vendor/*",))
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(records)
+def test_remediable_only_when_every_safety_condition_holds(p: PoolRecord):
+    decision = classify(p, WITH_LIST)
+    assert decision.state in ("compliant", "remediable", "ineligible", "busy", "stopped", "excluded") and decision.reason
+    excluded = (p.pool_tags.get("artifact-streaming") == "off" or bool(p.cluster_tags) or p.resource_group == "rg-vendor")
+    assert (decision.state == "excluded") == excluded
+    if decision.state == "remediable":
+        assert p.streaming_enabled is not True
+        assert p.os_type != "Windows" and p.os_sku in ("Ubuntu", "AzureLinux", "CBLMariner", None)
+        assert not (p.workload_runtime or "").startswith("Kata")
+        assert p.kubernetes_version in ("1.25.0", "1.30.4", "1.31.2")
+        assert p.provisioning_state == "Succeeded" and p.cluster_provisioning_state == "Succeeded"
+        assert p.power_state != "Stopped" and p.cluster_power_state != "Stopped"
+    if decision.state == "compliant":
+        assert p.streaming_enabled is True
