@@ -79,4 +79,6 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
     stdout.write(RENDERERS[args.format](report).rstrip("\n") + "\n")
     if report.locations:
         stderr.write(f"report stored: {report.locations['json']} and {report.locations['latest_markdown']}\n")
+    if report.summary.total and report.summary.by_state.get("error", 0) == report.summary.total:
+        return 3  # nothing could be read: credentials, role assignments or the ARM endpoint are wrong
     return 1 if report.summary.failures else 0

@@ -124,3 +124,11 @@ def test_bad_settings_fail_the_function_at_start_up(monkeypatch):
         _load_function_module()
     monkeypatch.delenv("AUTOPILOT_AUDIT_SCHEDULE")
     _load_function_module()  # leave the module importable for whoever imports it next
+
+
+def test_cli_nothing_readable_is_exit_3_with_the_reason_in_the_report(make_emulator):
+    make_emulator(SCENARIO)
+    done = cli("--format", "json", "--no-store", env={"IDENTITY_HEADER": "not-the-header"})
+    assert done.returncode == 3, done.stderr
+    rows = json.loads(done.stdout)["rows"]
+    assert len(rows) == 1 and rows[0]["state"] == "error" and "cannot list subscriptions" in rows[0]["reason"]
