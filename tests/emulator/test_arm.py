@@ -480,3 +480,17 @@ def test_an_operation_failing_behind_arms_back_fails_the_sdk_poller(emu: Emulato
     assert pool.provisioning_state == "Failed"
     retry = client.agent_pools.begin_create_or_update("rg-aks-1", "aks-a", "user", pool)
     assert retry.status() == "InProgress", "a Failed pool accepts a new PUT (that is how AKS recovers it)"
+
+
+def test_malformed_bodies_and_unimplemented_methods_get_clear_errors(emu: Emulator) -> None:
+    path = pool_path(SUB_A, "rg-aks-1", "aks-a", "user")
+    garbage = raw(emu, "PUT", path, headers={"Content-Type": "application/json"}, body=None)
+    assert garbage.status_code == 400 and garbage.json()["error"]["code"] == "InvalidRequestContent"
+    not_object = raw(emu, "PUT", path, headers={"Content-Type": "application/json"}, body=["properties"])
+    assert not_object.status_code == 400 and "JSON object" in not_object.json()["error"]["message"]
+    bad_flag = raw(emu, "PUT", path, headers={"Content-Type": "application/json"},
+                   body={"properties": {"artifactStreamingProfile": {"enabled": "yes"}}})
+    assert bad_flag.status_code == 400 and "artifactStreamingProfile" in bad_flag.json()["error"]["message"]
+    delete = raw(emu, "DELETE", path)
+    assert delete.status_code == 405 and "implements GET, PUT" in delete.json()["error"]["message"]
+    assert emu.world.arm_writes == []
