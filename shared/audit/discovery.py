@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError, ServiceResponseError
 
 from shared import azure_clients
 from shared.settings import AzureSettings
@@ -25,6 +25,9 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 def describe_error(exc: BaseException) -> str:
     """A short, readable account of an SDK error: status, ARM error code and message."""
+    if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
+        return (f"authentication failed: {str(exc.message or exc).splitlines()[0]} "
+                "(check the managed identity, AZURE_CLIENT_ID or `az login`)")
     if isinstance(exc, HttpResponseError):
         code = getattr(getattr(exc, "error", None), "code", None)
         message = getattr(getattr(exc, "error", None), "message", None) or exc.reason or str(exc).splitlines()[0]

@@ -131,4 +131,4 @@ def test_cli_nothing_readable_is_exit_3_with_the_reason_in_the_report(make_emula
     done = cli("--format", "json", "--no-store", env={"IDENTITY_HEADER": "not-the-header"})
     assert done.returncode == 3, done.stderr
     rows = json.loads(done.stdout)["rows"]
-    assert len(rows) == 1 and rows[0]["state"] == "error" and "cannot list subscriptions" in rows[0]["reason"]
+    assert len(rows) == 1 and rows[0]["state"] == "error" and "cannot list subscriptions: authentication failed" in rows[0]["reason"]
