@@ -209,6 +209,7 @@ class EmulatorSettings:
     aad_token_ttl_seconds: int = 3600
     eventgrid_retry_base_seconds: float | None = None  # overrides every subscription's retry_base_seconds
     max_image_gb: float = 30.0  # conversions of larger images take long; documented guidance, not a failure
+    auto_conversion_delay_seconds: float = 0.0  # convertPushedImages: how long after the push ACR's own conversion starts
 
 
 @dataclass

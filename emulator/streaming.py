@@ -10,7 +10,8 @@ Behaviour (and the assumptions where Azure is undocumented):
 - On success the streaming referrer (artifactType application/vnd.azure.artifact.streaming.v1, subject = the converted
   manifest; for an index its linux/amd64 child) is stored as an UNTAGGED manifest push, and we assume ACR emits an
   ImagePushed event for it like for any untagged push (the worst case for a subscriber: it must ignore its own artifacts).
-- Repositories with `convert_pushed_images` convert every new TAGGED push by themselves (existing images never do); a
+- Repositories with `convert_pushed_images` convert every new TAGGED push by themselves (existing images never do), after
+  `settings.auto_conversion_delay_seconds` (0 by default; set it to expose subscribers racing ACR's own conversion); a
   digest that already has a streaming referrer or an in-flight automatic conversion is not converted twice automatically.
 """
 
@@ -300,16 +301,23 @@ class StreamingEngine:
             return
         if self.loop is None:
             return
+        key = (registry.name, repo.name, digest)
+        self._auto_inflight.add(key)
+        delay = max(0.0, float(self.world.settings.auto_conversion_delay_seconds))
         with contextlib.suppress(RuntimeError):
-            self._start_threadsafe(registry, repo, digest)
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is self.loop and delay == 0:
+                self.start(registry, repo, digest, auto=True)
+            elif running is self.loop:
+                self.loop.call_later(delay, self._start_auto, registry, repo, digest)
+            else:
+                self.loop.call_soon_threadsafe(self.loop.call_later, delay, self._start_auto, registry, repo, digest)
 
-    def _start_threadsafe(self, registry: Registry, repo: Repository, digest: str) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
+    def _start_auto(self, registry: Registry, repo: Repository, digest: str) -> None:
+        if digest in repo.manifests and registry.repositories.get(repo.name) is repo:
             self.start(registry, repo, digest, auto=True)
         else:
-            self._auto_inflight.add((registry.name, repo.name, digest))
-            self.loop.call_soon_threadsafe(self.start, registry, repo, digest, True)
+            self._auto_inflight.discard((registry.name, repo.name, digest))

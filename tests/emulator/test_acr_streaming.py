@@ -290,3 +290,20 @@ def test_repository_setting_operation_is_readable(api: StreamingAPI) -> None:
     op = api.send("GET", f"/acr/v1/app/_operations/{on.json()['id']}")
     assert op.status_code == 200 and op.json()["status"] == "Succeeded"
     assert set(op.json()) == {"name", "resource", "status", "startTime", "progress", "details"}
+
+
+def test_auto_conversion_can_start_after_the_push_to_expose_races(make_emulator: Callable[..., Emulator]) -> None:
+    emu = make_emulator(streaming_scenario(auto_conversion_delay_seconds=2.0))
+    api = StreamingAPI(emu)
+    import requests
+
+    pushed = requests.post(f"{emu.endpoints['admin']}/registries/prem/images", json={"repository": "auto", "tags": ["new"], "seed": "n"},
+                           verify=emu.endpoints["ca_bundle"])
+    digest = pushed.json()["digest"]
+    assert api.send("GET", f"/acr/v1/auto/_streaming/{digest}").status_code == 404, "ACR has not started its own conversion yet"
+    deadline = time.monotonic() + 20
+    while api.send("GET", f"/acr/v1/auto/_streaming/{digest}").status_code == 404 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    op_id = api.send("GET", f"/acr/v1/auto/_streaming/{digest}").json()["id"]
+    assert api.wait("auto", op_id)["status"] == "Succeeded"
+    assert len(api.referrers("auto", digest)) == 1
