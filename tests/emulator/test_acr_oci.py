@@ -98,12 +98,19 @@ def test_sdk_reads_through_the_challenge_flow_and_counts_requests(emu: Emulator)
 def test_sdk_push_path_uploads_blobs_and_sets_manifests(emu: Emulator, events: list) -> None:
     c = client(emu)
     layer = io.BytesIO(b"x" * 5_000_000)  # bigger than the SDK's 4 MB chunk: two PATCHes
+    mark = emu.request_mark()
     layer_digest, layer_size = c.upload_blob("new/app", layer)
+    two_chunks = len(emu.requests_since(mark, "acr"))
+    mark = emu.request_mark()
     config_digest, config_size = c.upload_blob("new/app", io.BytesIO(b'{"architecture":"amd64","os":"linux"}'))
+    one_chunk = len(emu.requests_since(mark, "acr"))
+    assert (one_chunk, two_chunks) == (12, 16), "POST, PATCH per chunk, PUT: each through 401 + exchange + token + retry"
     manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                 "config": {"mediaType": oci.OCI_CONFIG, "digest": config_digest, "size": config_size},
                 "layers": [{"mediaType": oci.OCI_LAYER, "digest": layer_digest, "size": layer_size}]}
+    mark = emu.request_mark()
     digest = c.set_manifest("new/app", manifest, tag="v1")
+    assert len(emu.requests_since(mark, "acr")) == 4
     assert c.get_manifest("new/app", "v1").digest == digest
     assert b"".join(c.download_blob("new/app", layer_digest)) == b"x" * 5_000_000
     assert events[-1] == ("ImagePushed", {"repository": "new/app", "digest": digest, "mediaType": OCI_MANIFEST,
