@@ -256,8 +256,10 @@ class PushService:
     def _wait(self, acr: AcrClient, created: Outcome, op: Operation, budget: float, target: ImageTarget) -> Outcome:
         deadline = time.monotonic() + budget
         current = op
+        delay = 0.25
         while time.monotonic() < deadline:
-            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+            time.sleep(min(delay, max(0.05, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 5.0)
             current = acr.operation(target.repository, op.id)
             if current.status == "Succeeded":
                 return created.with_(detail=f"conversion {op.id} succeeded")

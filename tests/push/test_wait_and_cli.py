@@ -1,0 +1,69 @@
+"""Waiting for conversions (UNKNOWN_ERROR is retried through Event Grid) and the operator CLI `python -m shared stream`."""
+
+from __future__ import annotations
+
+import io
+import json
+from contextlib import redirect_stderr, redirect_stdout
+
+from shared.__main__ import main
+
+from .conftest import PREMIUM, STANDARD
+
+
+def test_wait_mode_retries_unknown_errors_through_redelivery_until_one_artifact_exists(push_stack):
+    stack = push_stack(env={"AUTOPILOT_PUSH_WAIT_SECONDS": "10"}, unknown_error_rate=0.3)
+    stack.subscribe("wait")
+    digests = [stack.push(tags=[f"w{i}"], layers_mb=[2], seed=f"wait-{i}") for i in range(4)]
+    stack.settle(timeout=120)
+    failures = 0
+    for digest in digests:
+        ops = stack.operations(digest)
+        assert ops[-1].status == "Succeeded" and len(stack.referrers(digest)) == 1, [o.status for o in ops]
+        assert all(op.status == "Failed" and op.error_code == "UNKNOWN_ERROR" for op in ops[:-1])
+        failures += len(ops) - 1
+    assert failures > 0, "with a 30 % UNKNOWN_ERROR rate some conversion should have failed first"
+    retried = [a for a in stack.eventgrid.delivery_attempts() if a.status == 500]
+    assert len(retried) >= failures  # each failed conversion failed its invocation; Event Grid redelivered
+    created = [o for o in stack.outcomes() if o["outcome"] == "created"]
+    assert len(created) == len(digests) and all("succeeded" in o["detail"] for o in created)
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(["stream", *args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_streams_one_image_and_lists_its_referrers(push_stack):
+    stack = push_stack(images=[{"tags": ["v1"], "layers_mb": [2], "seed": "cli"},
+                               {"tags": ["arm"], "platforms": ["linux/arm64"], "layers_mb": [2], "seed": "cli-arm"}])
+    digest = stack.registry().repositories["app"].tags["v1"].digest
+
+    code, out, _ = cli("--registry", PREMIUM, "--image", "app:v1", "--report")
+    assert code == 20 and "report-mode" in out and stack.operations(digest) == []
+
+    code, out, _ = cli("--registry", PREMIUM, "--image", "app:v1", "--wait", "20", "--json")
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["outcome"] == "created" and result["digest"] == digest and "succeeded" in result["detail"]
+
+    login = stack.registry().login_server
+    code, out, _ = cli("--registry", login, "--image", f"app@{digest}")
+    assert code == 10 and out.startswith("already-streaming")
+
+    code, out, _ = cli("--registry", PREMIUM, "--image", "app:v1", "--list-referrers")
+    assert code == 0 and "1 streaming artifact(s)" in out and "application/vnd.azure.artifact.streaming.v1" in out
+
+    code, out, _ = cli("--registry", stack.registry().resource_id, "--image", "app:arm")
+    assert code == 20 and "skipped (platform)" in out
+
+    code, out, _ = cli("--registry", STANDARD, "--image", "app:v1")
+    assert code == 20 and "registry-cannot-stream" in out
+
+    code, _, err = cli("--registry", PREMIUM, "--image", "App:V1!")
+    assert code == 2 and "--image" in err
+    code, _, err = cli("--registry", "nosuchregistry", "--image", "app:v1")
+    assert code == 2 and "no registry" in err
+    assert len(stack.operations(digest)) == 1
