@@ -33,7 +33,7 @@ class BlobLeaseLock:
     """
 
     def __init__(self, service_client: Any, container: str = "autopilot-locks", lease_seconds: int = 30,
-                 wait_seconds: float | None = None, poll_seconds: float = 0.1) -> None:
+                 wait_seconds: float | None = None, poll_seconds: float = 0.05) -> None:
         if not 15 <= lease_seconds <= 60:
             raise ValueError("lease_seconds must be between 15 and 60 (blob lease bounds)")
         self.container = service_client.get_container_client(container)
@@ -87,7 +87,7 @@ class BlobLeaseLock:
                 if time.monotonic() >= deadline:
                     raise LockBusy(f"lock {key!r} is still held after {self.wait_seconds:.0f} s; retry later") from None
                 time.sleep(delay)
-                delay = min(delay * 1.5, 1.0)
+                delay = min(delay * 1.5, 0.5)
         self.stats.acquired += 1
         self.stats.waited += int(waited)
         try:

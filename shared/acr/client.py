@@ -42,6 +42,7 @@ FAILURE_CODES = (
 )
 FAILURE_CODE_RE = re.compile(r"\b(" + "|".join(FAILURE_CODES) + r")\b")
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+POOL_SIZE = 32  # keep-alive connections per registry (concurrent invocations on one instance share them)
 USER_AGENT = "artifact-streaming-autopilot/0.1"
 
 
@@ -124,6 +125,11 @@ class AcrClient:
         self.timeout = timeout
         self.cache = token_cache or PROCESS_TOKEN_CACHE
         transport = RequestsTransport(connection_timeout=min(timeout, 10.0), read_timeout=timeout)
+        transport.open()
+        if transport.session is not None:  # one pool per registry, sized for a busy instance (urllib3's default keeps 10)
+            for prefix in ("https://", "http://"):
+                adapter = transport.session.get_adapter(prefix)
+                adapter.init_poolmanager(connections=10, maxsize=POOL_SIZE, block=False)
         retry = dict(retry_total=retry_total, retry_backoff_factor=retry_backoff_factor, retry_backoff_max=retry_backoff_max)
         logging_policy = HttpLoggingPolicy()  # headers outside its allow-list (Authorization) and query values are redacted
         common = [RequestIdPolicy(), HeadersPolicy(), UserAgentPolicy(base_user_agent=USER_AGENT)]
