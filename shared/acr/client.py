@@ -267,6 +267,11 @@ class AcrClient:
         assert last is not None
         raise last
 
+    def auto_conversion(self, repository: str) -> bool:
+        """Whether ACR converts new pushes to this repository itself (`GET /acr/v1/{repo}/_streaming`)."""
+        body = self._json(self._call("GET", f"/acr/v1/{repository}/_streaming", repository), "repository streaming setting")
+        return bool(body.get("convertPushedImages")) if isinstance(body, dict) else False
+
     def operation(self, repository: str, operation_id: str) -> Operation:
         response = self._call("GET", f"/acr/v1/{repository}/_operations/{operation_id}", repository)
         return Operation.from_body(self._json(response, "operation"), operation_id)

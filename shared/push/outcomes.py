@@ -31,6 +31,7 @@ R_NOT_RUNNABLE = "not-runnable"
 R_TOO_LARGE = "too-large"
 R_REPORT_MODE = "report-mode"
 R_NOT_FOUND = "not-found"
+R_AUTO_CONVERSION = "auto-conversion"
 
 EVENT_TYPE_PREFIX = "Autopilot.ArtifactStreaming."  # outcome CloudEvent types: Autopilot.ArtifactStreaming.Created, ...
 

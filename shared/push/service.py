@@ -40,11 +40,12 @@ class ImageTarget:
     media_type: str | None = None  # known from the event: lets an index skip the referrers-first path
     pushed_at: datetime | None = None
     event_id: str | None = None
+    fresh_push: bool = False  # from an ImagePushed event (ACR's auto-conversion applies to new pushes only)
 
     @classmethod
     def from_event(cls, event: ImagePushed) -> ImageTarget:
         return cls(event.registry, event.repository, event.digest, event.tag, event.login_server, event.media_type,
-                   event.pushed_at, event.event_id)
+                   event.pushed_at, event.event_id, fresh_push=True)
 
 
 class PushService:
@@ -72,6 +73,8 @@ class PushService:
         self.token_cache = token_cache
         self._aad_token = aad_token or self._default_aad_token
         self.clock = clock
+        self._repo_settings: dict[tuple[str, str], tuple[float, bool]] = {}  # (login server, repo) -> (expires, auto-converts)
+        self._repo_guard = threading.Lock()
 
     @classmethod
     def from_env(cls, env: Env | None = None, **kwargs: Any) -> PushService:
@@ -188,7 +191,7 @@ class PushService:
         if digest is None:
             digest = manifest.digest
             target = ImageTarget(target.registry, repo, digest, target.tag, login_server, manifest.media_type, target.pushed_at,
-                                 target.event_id)
+                                 target.event_id, target.fresh_push)
             ids = self._ids(target)
         verdict = check_manifest(manifest, self.settings.max_image_bytes)
         if not verdict.ok:
@@ -213,6 +216,13 @@ class PushService:
             if not verdict.ok:
                 return o.skipped(verdict.reason or "unsupported", verdict.detail or "", code=verdict.code, **ids)
 
+        # ACR converts new pushes to a repository with convertPushedImages itself, possibly a moment after the push: a POST of
+        # ours could start a second conversion. Leave those to ACR (the setting is cached per repository). Existing images are
+        # never auto-converted, so the operator CLI still converts them.
+        if target.fresh_push and self._auto_converts(acr, repo):
+            return o.skipped(o.R_AUTO_CONVERSION, "the repository converts pushed images itself (convertPushedImages=true); "
+                             "ACR creates the streaming artifact", **ids)
+
         if report:
             existing = acr.streaming_operation(repo, digest)
             if existing is not None and existing.in_flight:
@@ -230,6 +240,23 @@ class PushService:
             op = acr.create_streaming(repo, digest)
         created = Outcome(o.CREATED, operation_id=op.id, detail=f"conversion {op.id} started ({op.status})", **ids)
         return self._wait(acr, created, op, wait_seconds, target) if wait_seconds > 0 else created
+
+    def _auto_converts(self, acr: AcrClient, repository: str) -> bool:
+        key = (acr.login_server, repository)
+        now = time.monotonic()
+        with self._repo_guard:
+            hit = self._repo_settings.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            value = acr.auto_conversion(repository)
+        except AcrError as exc:
+            if exc.status != 404:
+                raise
+            value = False
+        with self._repo_guard:
+            self._repo_settings[key] = (now + self.settings.registry_cache_seconds, value)
+        return value
 
     def _streams(self, acr: AcrClient, target: ImageTarget, digest: str) -> bool:
         try:

@@ -34,7 +34,7 @@ def scenario(images: list[dict[str, Any]] | None = None, faults: list[dict[str, 
             "id": SUB_ID,
             "registries": [
                 {"name": PREMIUM, "resource_group": "rg-push", "sku": "Premium",
-                 "repositories": [{"name": "app", "images": images or []}]},
+                 "repositories": [{"name": "app", "images": images or []}, {"name": "auto", "convert_pushed_images": True}]},
                 {"name": STANDARD, "resource_group": "rg-push", "sku": "Standard"},
                 {"name": CMK, "resource_group": "rg-push", "sku": "Premium", "encryption": "enabled"},
             ],

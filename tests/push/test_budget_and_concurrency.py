@@ -39,6 +39,7 @@ def test_request_budget_per_event(push_stack):
     images = [
         {"tags": ["streaming-1"], "layers_mb": [3], "streaming": True, "seed": "s1"},
         {"tags": ["streaming-2"], "layers_mb": [3], "streaming": True, "seed": "s2"},
+        {"tags": ["new-first"], "layers_mb": [3, 4], "seed": "n0"},
         {"tags": ["new-single"], "layers_mb": [3, 4], "seed": "n1"},
         {"tags": ["new-index"], "platforms": ["linux/amd64", "linux/arm64"], "layers_mb": [3], "format": "oci", "seed": "n2"},
     ]
@@ -53,9 +54,13 @@ def test_request_budget_per_event(push_stack):
     # warm, already streaming: 1 request
     warm = invoke(stack, event_for(stack, digest["streaming-2"], "streaming-2", schema="CloudEventSchemaV1_0"))
     assert warm == [("GET", f"/v2/app/referrers/{digest['streaming-2']}")]
+    # the first write in a repository also reads its auto-conversion setting once (cached per repository, like its token)
+    first = invoke(stack, event_for(stack, digest["new-first"], "new-first"))
+    assert ("GET", "/acr/v1/app/_streaming") in first and len(first) == 6
     # warm, new single-platform image: referrers, manifest, config blob, operation check, create = 5
     single = invoke(stack, event_for(stack, digest["new-single"], "new-single"))
     assert [m for m, _ in single] == ["GET", "GET", "GET", "GET", "POST"] and len(single) <= 5
+    assert single[0] == ("GET", f"/v2/app/referrers/{digest['new-single']}")
     assert single[1][1].startswith("/v2/app/manifests/") and single[2][1].startswith("/v2/app/blobs/")
     assert single[3] == ("GET", f"/acr/v1/app/_streaming/{digest['new-single']}")
     # warm, new index: manifest, referrers of its linux/amd64 child, operation check, create = 4
@@ -66,7 +71,7 @@ def test_request_budget_per_event(push_stack):
     reset_instance()
     again = invoke(stack, event_for(stack, digest["streaming-1"], "streaming-1"))
     assert again[:2] == [("POST", "/oauth2/exchange"), ("POST", "/oauth2/token")] and len(again) == 3
-    assert not any(path == "/v2/" for _m, path in cold + warm + single + index + again)
+    assert not any(path == "/v2/" for _m, path in cold + warm + first + single + index + again)
 
 
 def test_parallel_deliveries_on_separate_instances_create_exactly_one_conversion(push_stack):
