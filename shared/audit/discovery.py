@@ -110,7 +110,12 @@ def plan(settings: AuditSettings, clients: Clients) -> tuple[list[WorkItem], lis
     """The work items of this run: the configured subscriptions, or every one the identity can read; then this shard's part."""
     errors: list[ReportRow] = []
     if settings.subscriptions:
-        items = [WorkItem(s) for s in settings.subscriptions]
+        names: dict[str, str] = {}
+        try:  # one request for readable names in the report; the configured list stays authoritative
+            names = {sub.subscription_id: sub.display_name or "" for sub in clients.subscriptions().subscriptions.list()}
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+            log.info("subscription names unavailable: %s", describe_error(exc))
+        items = [WorkItem(s, names.get(s, "")) for s in settings.subscriptions]
     else:
         try:
             subs = list(clients.subscriptions().subscriptions.list())

@@ -172,6 +172,7 @@ def test_selected_subscriptions_only_and_an_unknown_one_is_a_row(fleet: Emulator
     assert {k: v for k, v in states(report).items()} == {k: v for k, v in EXPECTED.items() if k[0].startswith("aks-b")}
     error = next(r for r in report.rows if r.state == "error")
     assert error.subscription_id == unknown and "404" in error.reason
+    assert {r.subscription_name for r in report.rows if r.subscription_id == SUB_B} == {"dev"}
 
 
 # ---------------------------------------------------------------------------------------------------------- enforce
