@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -13,7 +14,8 @@ from .settings import Env, SettingsError
 
 log = logging.getLogger("autopilot.publish")
 
-EVENT_SOURCE = "/autopilot/artifact-streaming"  # CloudEvent `source` of every outcome event
+EVENT_SOURCE = "/autopilot/artifact-streaming"
+MAX_BATCH_BYTES = 900_000  # under Event Grid's 1 MB per publish request, leaving room for the envelope  # CloudEvent `source` of every outcome event
 
 
 @dataclass(frozen=True)
@@ -91,13 +93,20 @@ class OutcomePublisher:
         """Send several CloudEvents in one request; items are OutgoingEvent or (event_type, subject, data). Returns the count."""
         from azure.core.messaging import CloudEvent
 
-        batch = []
+        batches: list[list[Any]] = [[]]
+        size = 0
         for item in events:
             ev = item if isinstance(item, OutgoingEvent) else OutgoingEvent(*item)
-            batch.append(
-                CloudEvent(source=EVENT_SOURCE, type=ev.event_type, subject=ev.subject, data=ev.data, id=str(uuid.uuid4()))
-            )
-        if not batch:
-            return 0
-        self._get_client().send(batch)
-        return len(batch)
+            cloud_event = CloudEvent(source=EVENT_SOURCE, type=ev.event_type, subject=ev.subject, data=ev.data, id=str(uuid.uuid4()))
+            approx = len(json.dumps(ev.data, default=str)) + len(ev.subject) + len(ev.event_type) + 200
+            if batches[-1] and size + approx > MAX_BATCH_BYTES:  # Event Grid takes at most 1 MB per publish request
+                batches.append([])
+                size = 0
+            batches[-1].append(cloud_event)
+            size += approx
+        sent = 0
+        for batch in batches:
+            if batch:
+                self._get_client().send(batch)
+                sent += len(batch)
+        return sent
