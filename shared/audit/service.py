@@ -108,14 +108,18 @@ def run_audit(
         failures, stopped = 0, ""
         new_pending: list[PendingRemediation] = []
         if effective == "enforce":
+            # AKS runs one agent pool operation per cluster at a time ("Another agentpool operation (… - Updating) is in
+            # progress"): a cluster with any pool mid-operation — ours from an earlier run or anyone's — waits for next run.
+            busy_siblings = {r.cluster_key: f"{r.pool} in this cluster is {r.provisioning_state}" for r in found.pools
+                             if (r.provisioning_state or "").lower() != "succeeded"}
+            busy_siblings.update({k: f"{pool} in this cluster is still updating" for k, pool in waiting_clusters.items()})
             targets = []
             for record, row in pairs:
                 if row.state != "remediable" or row.action != ACTION_NONE:
                     continue
-                if record.cluster_key in waiting_clusters:
+                if record.cluster_key in busy_siblings:
                     row.action, row.outcome = ACTION_SKIPPED, (
-                        f"waiting: pool {waiting_clusters[record.cluster_key]} in this cluster is still updating "
-                        "(one pool per cluster at a time); next run")
+                        f"waiting: pool {busy_siblings[record.cluster_key]} (one pool per cluster at a time); next run")
                     continue
                 targets.append((record, row))
             result = Remediator(settings, clients).run(targets, progress)

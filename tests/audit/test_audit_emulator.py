@@ -37,9 +37,12 @@ FLEET: dict[str, Any] = {
                 {"name": "flatcar", "os_sku": "Flatcar"},
                 {"name": "kata", "os_sku": "AzureLinux", "workload_runtime": "KataMshvVmIsolation"},
                 {"name": "noble", "os_sku": "Ubuntu2404"},
-                {"name": "gpu", "provisioning_state": "Updating"},
                 {"name": "batch", "power_state": "Stopped"},
                 {"name": "legacy", "tags": {"artifact-streaming": "off"}},
+            ]},
+            {"name": "aks-gpu", "resource_group": "rg-a", "pools": [
+                {"name": "gpu", "provisioning_state": "Updating"},  # someone else's operation, running
+                {"name": "spare"},                                  # remediable, but its cluster is busy with gpu
             ]},
             {"name": "aks-frozen", "resource_group": "rg-a", "tags": {"artifact-streaming": "off"},
              "pools": [{"name": "system", "mode": "System"}]},
@@ -62,12 +65,14 @@ FLEET: dict[str, Any] = {
 EXPECTED = {
     ("aks-a", "system"): "remediable", ("aks-a", "green"): "remediable", ("aks-a", "blue"): "compliant",
     ("aks-a", "win"): "ineligible", ("aks-a", "flatcar"): "ineligible", ("aks-a", "kata"): "ineligible",
-    ("aks-a", "noble"): "ineligible", ("aks-a", "gpu"): "busy", ("aks-a", "batch"): "stopped",
+    ("aks-a", "noble"): "ineligible", ("aks-gpu", "gpu"): "busy", ("aks-gpu", "spare"): "remediable",
+    ("aks-a", "batch"): "stopped",
     ("aks-a", "legacy"): "excluded", ("aks-frozen", "system"): "excluded", ("aks-old", "system"): "ineligible",
     ("aks-listed", "system"): "excluded", ("aks-b1", "system"): "remediable", ("aks-b1", "user"): "remediable",
     ("aks-b2", "system"): "stopped",
 }
 REMEDIABLE = {k for k, v in EXPECTED.items() if v == "remediable"}
+ENFORCEABLE = REMEDIABLE - {("aks-gpu", "spare")}  # aks-gpu has another pool mid-operation: AKS would answer 409
 BASE_ENV = {
     "AUTOPILOT_AUDIT_EXCLUDE": "/subscriptions/*/resourceGroups/rg-vendor/*",
     "AUTOPILOT_AUDIT_POLL_SECONDS": "0.1",
@@ -161,7 +166,7 @@ def test_report_mode_classifies_every_state_and_writes_nothing(fleet: Emulator):
     # the stored report is the report
     stored = stored_latest()
     assert stored == json.loads(json.dumps(report.as_dict()))
-    assert report.locations["json"].startswith("reports/") and stored["summary"]["by_state"]["remediable"] == 4
+    assert report.locations["json"].startswith("reports/") and stored["summary"]["by_state"]["remediable"] == 5
     assert stored["summary"]["by_subscription"][SUB_B] == {"remediable": 2, "stopped": 1}
 
 
@@ -183,15 +188,17 @@ def test_enforce_enables_exactly_the_remediable_pools_one_per_cluster(fleet: Emu
     mark = fleet.request_mark()
     report = audit(settings(AUTOPILOT_AUDIT_MODE="enforce"))
     touched = writes(fleet)
-    assert sorted(touched) == sorted(REMEDIABLE)
+    assert sorted(touched) == sorted(ENFORCEABLE)
     assert all(list(w.changes) == ["artifactStreamingProfile"] for w in fleet.world.arm_writes)
     puts = arm_mutations(fleet, mark)
-    assert all(r["method"] == "PUT" and r["status"] == 200 for r in puts) and len(puts) == len(REMEDIABLE)
+    assert all(r["method"] == "PUT" and r["status"] == 200 for r in puts) and len(puts) == len(ENFORCEABLE)
     rows = rows_by_key(report)
-    assert {k for k, r in rows.items() if r.action == "enabled"} == REMEDIABLE
-    assert all(rows[k].outcome == "Succeeded" for k in REMEDIABLE)
+    assert {k for k, r in rows.items() if r.action == "enabled"} == ENFORCEABLE
+    assert all(rows[k].outcome == "Succeeded" for k in ENFORCEABLE)
+    spare = rows[("aks-gpu", "spare")]
+    assert spare.action == "skipped" and "waiting: pool gpu in this cluster is Updating" in spare.outcome
     for (cluster, pool), etag in before.items():
-        if (cluster, pool) in REMEDIABLE:
+        if (cluster, pool) in ENFORCEABLE:
             assert pool_of(fleet, cluster, pool).artifact_streaming is True
         elif cluster != "aks-c":
             assert pool_of(fleet, cluster, pool).etag == etag, f"{cluster}/{pool} was touched"
@@ -208,7 +215,7 @@ def test_enforce_enables_exactly_the_remediable_pools_one_per_cluster(fleet: Emu
     # a second enforce run finds everything compliant and changes nothing
     again = audit(settings(AUTOPILOT_AUDIT_MODE="enforce"))
     assert len(fleet.world.arm_writes) == 4
-    assert all(states(again)[k] == "compliant" for k in REMEDIABLE)
+    assert all(states(again)[k] == "compliant" for k in ENFORCEABLE)
 
 
 def test_budget_exceeded_records_remediation_started_and_the_next_run_verifies(fleet: Emulator):
@@ -219,6 +226,7 @@ def test_budget_exceeded_records_remediation_started_and_the_next_run_verifies(f
     waiting = {k for k, r in rows.items() if r.action == "skipped" and r.outcome.startswith("waiting")}
     assert len(started) == 2 and {k[0] for k in started} == {"aks-a", "aks-b1"}  # one per cluster
     assert started | waiting == REMEDIABLE
+    waiting -= {("aks-gpu", "spare")}  # its cluster stays busy with someone else's operation throughout
     assert sorted(writes(fleet)) == sorted(started)
     assert {p.pool for p in first.pending} == {k[1] for k in started}
     assert len(stored_latest()["pending"]) == 2
@@ -229,7 +237,7 @@ def test_budget_exceeded_records_remediation_started_and_the_next_run_verifies(f
     rows2 = rows_by_key(second)
     assert {k for k, r in rows2.items() if r.action == "verified"} == started
     assert {k for k, r in rows2.items() if r.action == "remediation-started"} == waiting
-    assert sorted(writes(fleet)) == sorted(REMEDIABLE)
+    assert sorted(writes(fleet)) == sorted(ENFORCEABLE)
     for cluster, pool in waiting:
         wait_until(lambda c=cluster, p=pool: pool_of(fleet, c, p).provisioning_state == "Succeeded", f"{cluster}/{pool} to settle")
     third = audit(s)
@@ -352,7 +360,7 @@ def test_outside_the_window_enforce_behaves_as_report(fleet: Emulator):
     report = audit(settings(AUTOPILOT_AUDIT_MODE="enforce", AUTOPILOT_AUDIT_WINDOW=closed))
     assert report.effective_mode == "report" and "outside the allowed window" in report.note
     assert fleet.world.arm_writes == []
-    assert sum(1 for r in report.rows if r.action == "would-enable") == 4
+    assert sum(1 for r in report.rows if r.action == "would-enable") == 5
     assert stored_latest()["effective_mode"] == "report"
 
 
@@ -372,8 +380,8 @@ def test_pools_from_the_cluster_listing_give_the_same_states_with_no_pool_reques
     assert states(report) == EXPECTED
     assert not any("/agentpools" in r["path"].lower() for r in fleet.requests_since(mark, service="arm"))
     enforce = audit(settings(AUTOPILOT_AUDIT_POOL_SOURCE="cluster", AUTOPILOT_AUDIT_MODE="enforce"))
-    assert sorted(writes(fleet)) == sorted(REMEDIABLE)
-    assert {k for k, r in rows_by_key(enforce).items() if r.action == "enabled"} == REMEDIABLE
+    assert sorted(writes(fleet)) == sorted(ENFORCEABLE)
+    assert {k for k, r in rows_by_key(enforce).items() if r.action == "enabled"} == ENFORCEABLE
 
 
 def test_run_budget_spent_starts_nothing_new(fleet: Emulator):
