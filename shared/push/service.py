@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from azure.core.exceptions import AzureError
+
 from ..acr import STREAMING_ARTIFACT_TYPE, AcrClient, AcrError, Operation, TokenCache, client_for
 from ..locks import LockBusy
 from ..logs import log_event
@@ -139,6 +141,11 @@ class PushService:
                           duration_ms=round((time.monotonic() - started) * 1000, 1), **self._ids(target))
                 raise TransientError(str(exc), code=str(exc.code or exc.status or "TRANSIENT")) from None
             outcome = o.failed(exc.code or f"HTTP_{exc.status}", str(exc), **self._ids(target))
+        except (AzureError, OSError) as exc:  # the lock's storage account, ARM transport: retry later, say what failed
+            code = type(exc).__name__
+            log_event(log, "push.retry", level=logging.WARNING, code=code, detail=str(exc)[:300],
+                      duration_ms=round((time.monotonic() - started) * 1000, 1), **self._ids(target))
+            raise TransientError(f"{code}: {str(exc)[:300]}", code=code) from None
         return self._finish(outcome, started)
 
     # ------------------------------------------------------------------ the decision
