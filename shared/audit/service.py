@@ -92,7 +92,13 @@ def run_audit(
 
     clients = Clients(azure, settings.concurrency)
     try:
-        pending_before = store.load_pending() if store else []
+        pending_before: list[PendingRemediation] = []
+        if store is not None:
+            try:
+                pending_before = store.load_pending()
+            except Exception as exc:  # unreadable state must not stop the audit; busy pools still show as Updating
+                notes.append(f"earlier remediations not verified: cannot read {store.pending_blob}: {type(exc).__name__}")
+                log.error("cannot read the pending remediations: %s", exc)
         work, rows = plan(settings, clients)
         found = discover(settings, clients, work, progress)
         rows += found.errors

@@ -421,3 +421,16 @@ def test_throttling_and_transient_errors_are_retried_by_the_sdk(make_emulator):
     assert states(report) == EXPECTED
     statuses = [r["status"] for r in emu.requests_since(mark, service="arm")]
     assert statuses.count(429) + statuses.count(503) >= 5
+
+
+def test_unreachable_storage_is_a_note_not_a_failed_audit(fleet: Emulator):
+    from emulator.azurite import ACCOUNT, KEY
+    from shared.audit.report import ReportStore
+
+    dead = BlobServiceClient.from_connection_string(
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};BlobEndpoint=http://127.0.0.1:9/{ACCOUNT}",
+        retry_total=0)
+    report = audit(settings(), store=ReportStore(dead, "audit-test"))
+    assert states(report) == EXPECTED
+    assert "earlier remediations not verified" in report.note and "report not stored" in report.note
+    assert report.locations == {}
