@@ -31,5 +31,9 @@ def audit_node_pools(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("audit timer is past due; running now")
     report = run_audit(AuditSettings.from_env())
-    if report.summary.failures:
-        log.warning("audit run %s: %d remediation failure(s)", report.run_id, report.summary.failures)
+    summary = report.summary
+    if summary.total and summary.by_state.get("error", 0) == summary.total:
+        # Nothing could be read: fail the invocation so it shows (and alerts) as a failure, with the first reason.
+        raise RuntimeError(f"audit run {report.run_id} could not read anything: {report.rows[0].reason}")
+    if summary.failures:
+        log.warning("audit run %s: %d remediation failure(s)", report.run_id, summary.failures)

@@ -132,3 +132,15 @@ def test_cli_nothing_readable_is_exit_3_with_the_reason_in_the_report(make_emula
     assert done.returncode == 3, done.stderr
     rows = json.loads(done.stdout)["rows"]
     assert len(rows) == 1 and rows[0]["state"] == "error" and "cannot list subscriptions: authentication failed" in rows[0]["reason"]
+
+
+def test_timer_function_fails_the_invocation_when_nothing_is_readable(make_emulator, monkeypatch):
+    make_emulator(SCENARIO)
+    monkeypatch.setenv("IDENTITY_HEADER", "not-the-header")
+    monkeypatch.setenv("AUTOPILOT_AUDIT_CONTAINER", f"fn-{uuid.uuid4().hex[:8]}")
+    from shared.azure_clients import reset_credential
+
+    reset_credential()
+    user_function = _load_function_module().audit_node_pools._function.get_user_function()
+    with pytest.raises(RuntimeError, match="could not read anything: cannot list subscriptions: authentication failed"):
+        user_function(TimerRequest(past_due=False))
