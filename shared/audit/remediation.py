@@ -113,10 +113,7 @@ class Remediator:
                 if blocked:
                     row.action, row.outcome = ACTION_SKIPPED, blocked
                 else:
-                    still_running = self._one(record, row)
-                    if still_running:
-                        blocked = (f"waiting: pool {record.pool} in this cluster is still updating "
-                                   "(one pool per cluster at a time); next run")
+                    blocked = self._one(record, row) or ""
                 tick()
 
         with ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="audit-remediate") as pool:
@@ -124,22 +121,22 @@ class Remediator:
         return RemediationResult(pending=self.pending, failures=self.guard.failures, stopped_early=self.guard.stopped)
 
     # ----------------------------------------------------------------------------------------------------- one pool
-    def _fail(self, row: ReportRow, message: str) -> bool:
+    def _fail(self, row: ReportRow, message: str) -> None:
         self.guard.fail()
         row.action, row.outcome = ACTION_FAILED, message
         log.warning("remediation of %s failed: %s", row.resource_id, message)
-        return False
+        return None
 
-    def _one(self, record: PoolRecord, row: ReportRow) -> bool:
-        """Remediate one pool. Returns True when its operation is still running (the cluster must wait)."""
+    def _one(self, record: PoolRecord, row: ReportRow) -> str | None:
+        """Remediate one pool. Returns why the cluster's other pools must wait (its operation still runs, or ARM said busy)."""
         if time.monotonic() >= self.deadline:
             row.action, row.outcome = ACTION_SKIPPED, (
                 f"run time budget of {self.settings.run_budget_seconds:g}s used (AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS); next run")
-            return False
+            return None
         refusal = self.guard.reserve()  # before any request: a capped or stopped run spends nothing more on ARM
         if refusal:
             row.action, row.outcome = ACTION_SKIPPED, refusal
-            return False
+            return None
         client = self.clients.aks(record.subscription_id).agent_pools
         cluster = ClusterInfo(record.subscription_id, record.subscription_name, record.resource_group, record.cluster,
                               record.kubernetes_version, record.cluster_provisioning_state, record.cluster_power_state,
@@ -157,7 +154,7 @@ class Remediator:
                 self.guard.release()
                 row.state, row.reason = decision.state, decision.reason
                 row.action, row.outcome = ACTION_SKIPPED, f"changed since discovery; now {decision.state}: not touched"
-                return False
+                return None
             current.artifact_streaming_profile = _streaming_profile(True)
             kwargs: dict[str, Any] = {"polling_interval": self.settings.poll_seconds}
             if current.e_tag:
@@ -174,13 +171,13 @@ class Remediator:
                 self.guard.release()
                 row.state, row.reason = "busy", f"another operation is in progress ({describe_error(exc)})"
                 row.action, row.outcome = ACTION_SKIPPED, "409 from ARM: busy for this run"
-                return False
+                return f"waiting: ARM answered 409 for pool {record.pool} in this cluster (another operation); next run"
             except SDK_ERRORS as exc:
                 self.guard.release()
                 return self._fail(row, f"PUT refused: {describe_error(exc)}")
             return self._wait(poller, record, row, retried_412)
 
-    def _wait(self, poller: Any, record: PoolRecord, row: ReportRow, retried_412: bool) -> bool:
+    def _wait(self, poller: Any, record: PoolRecord, row: ReportRow, retried_412: bool) -> str | None:
         note = " (after one 412 re-read)" if retried_412 else ""
         budget = max(0.0, min(self.settings.lro_budget_seconds, self.deadline - time.monotonic()))
         poller.wait(timeout=budget)
@@ -192,7 +189,7 @@ class Remediator:
                     resource_id=record.resource_id, subscription_id=record.subscription_id,
                     resource_group=record.resource_group, cluster=record.cluster, pool=record.pool, started_at=_now(),
                 ))
-            return True
+            return f"waiting: pool {record.pool} in this cluster is still updating (one pool per cluster at a time); next run"
         try:
             result = poller.result()
         except SDK_ERRORS as exc:
@@ -201,7 +198,7 @@ class Remediator:
         profile = getattr(result, "artifact_streaming_profile", None)
         if str(state).lower() == "succeeded" and profile is not None and profile.enabled:
             row.action, row.outcome = ACTION_ENABLED, f"Succeeded{note}"
-            return False
+            return None
         return self._fail(row, f"operation ended {state}; streaming enabled = {getattr(profile, 'enabled', None)}")
 
 

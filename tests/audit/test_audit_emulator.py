@@ -434,3 +434,22 @@ def test_unreachable_storage_is_a_note_not_a_failed_audit(fleet: Emulator):
     assert states(report) == EXPECTED
     assert "earlier remediations not verified" in report.note and "report not stored" in report.note
     assert report.locations == {}
+
+
+def test_409_holds_the_rest_of_the_cluster_without_further_requests(fleet: Emulator):
+    first = "/managedClusters/aks-b1/agentPools/system"  # pools of a cluster go in name order: system, then user
+
+    def busy_after_get(rec: dict[str, Any]) -> None:
+        if rec["method"] == "GET" and rec["path"].endswith(first) and rec["status"] == 200:
+            cluster = next(c for c in fleet.world.clusters.values() if c.name == "aks-b1")
+            if not cluster.operation_until:
+                start_operation(fleet.ctx, cluster, None, 60, state="Upgrading")
+
+    on_request(fleet, busy_after_get)
+    mark = fleet.request_mark()
+    report = audit(settings(AUTOPILOT_AUDIT_MODE="enforce", AUTOPILOT_AUDIT_SUBSCRIPTIONS=SUB_B))
+    rows = rows_by_key(report)
+    assert rows[("aks-b1", "system")].state == "busy"
+    assert rows[("aks-b1", "user")].action == "skipped" and "409 for pool system" in rows[("aks-b1", "user")].outcome
+    assert not any(r["path"].endswith("/agentPools/user") for r in fleet.requests_since(mark, service="arm"))
+    assert fleet.world.arm_writes == []
