@@ -177,6 +177,14 @@ class AuditSettings:
         shard_match = re.fullmatch(r"(\d+)/(\d+)", shard_text)
         if not shard_match or int(shard_match.group(2)) < 1 or int(shard_match.group(1)) >= int(shard_match.group(2)):
             raise SettingsError("AUTOPILOT_AUDIT_SHARD", f"{shard_text!r} is not INDEX/COUNT with 0 <= INDEX < COUNT (e.g. 0/4)")
+        exclude = tuple(env.list("AUTOPILOT_AUDIT_EXCLUDE"))
+        for entry in exclude:
+            if not (entry.lower().startswith("/subscriptions/") or entry.startswith("*")):
+                raise SettingsError(
+                    "AUTOPILOT_AUDIT_EXCLUDE",
+                    f"{entry!r} is not a resource ID or glob; use e.g. /subscriptions/*/resourceGroups/rg-legacy/* or "
+                    "*/managedClusters/aks-legacy or */managedClusters/*/agentPools/gpu*",
+                )
         container = env.str("AUTOPILOT_AUDIT_CONTAINER", DEFAULT_CONTAINER) or DEFAULT_CONTAINER
         if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", container):
             raise SettingsError("AUTOPILOT_AUDIT_CONTAINER", f"{container!r} is not a valid blob container name (3-63 of a-z 0-9 -)")
@@ -188,7 +196,7 @@ class AuditSettings:
             failure_threshold=env.number("AUTOPILOT_AUDIT_FAILURE_THRESHOLD", 3, int, minimum=1),
             window=window,
             exclude_tag=exclude_tag,
-            exclude=tuple(env.list("AUTOPILOT_AUDIT_EXCLUDE")),
+            exclude=exclude,
             unsupported_os_skus=skus,
             min_kubernetes=min_version,
             concurrency=env.number("AUTOPILOT_AUDIT_CONCURRENCY", 8, int, minimum=1, maximum=64),

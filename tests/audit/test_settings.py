@@ -76,6 +76,7 @@ def test_parses_every_setting():
         ("AUTOPILOT_AUDIT_SHARD", "4/4", "INDEX/COUNT"),
         ("AUTOPILOT_AUDIT_EXCLUDE_TAG", "=off", "no tag name"),
         ("AUTOPILOT_AUDIT_CONTAINER", "Audit_Reports", "not a valid blob container name"),
+        ("AUTOPILOT_AUDIT_EXCLUDE", "*/managedClusters/ok,aks-legacy", "'aks-legacy' is not a resource ID or glob"),
     ],
 )
 def test_bad_settings_fail_naming_the_setting(name: str, value: str, expected: str):
