@@ -66,14 +66,15 @@ class Window:
     text: str
 
     def contains(self, moment: datetime) -> bool:
-        if moment.weekday() not in self.days:
-            return False
-        hour = moment.hour
+        """Is `moment` (UTC) inside? A window that wraps midnight belongs to the day it starts: `Fri 22-06` covers Sat 03:00."""
+        hour, day = moment.hour, moment.weekday()
         if self.start_hour == self.end_hour % 24:  # 00-24, 06-06: the whole day
-            return True
+            return day in self.days
         if self.start_hour < self.end_hour:
-            return self.start_hour <= hour < self.end_hour
-        return hour >= self.start_hour or hour < self.end_hour
+            return day in self.days and self.start_hour <= hour < self.end_hour
+        if hour >= self.start_hour:
+            return day in self.days
+        return hour < self.end_hour and (day - 1) % 7 in self.days
 
     @classmethod
     def parse(cls, text: str) -> Window:

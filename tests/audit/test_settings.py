@@ -96,9 +96,11 @@ def test_window_contains_wraps_midnight_and_respects_days():
     night = Window.parse("Mon-Fri 22-06")
     monday = datetime(2026, 11, 23, tzinfo=UTC)  # a Monday
     assert night.contains(monday.replace(hour=23))
-    assert night.contains(monday.replace(hour=5))
+    assert night.contains(monday.replace(day=24, hour=5))  # Tuesday 05:00 is Monday's night
     assert not night.contains(monday.replace(hour=12))
-    assert not night.contains(datetime(2026, 11, 28, 23, tzinfo=UTC))  # Saturday
+    assert not night.contains(datetime(2026, 11, 28, 23, tzinfo=UTC))  # Saturday night: not in Mon-Fri
+    assert night.contains(datetime(2026, 11, 28, 3, tzinfo=UTC))  # Saturday 03:00 is Friday's night
+    assert not night.contains(monday.replace(hour=3))  # Monday 03:00 is Sunday's night
     day = Window.parse("09-17")
     assert day.contains(monday.replace(hour=9)) and not day.contains(monday.replace(hour=17))
     assert Window.parse("Sun 00-24").contains(datetime(2026, 11, 29, 23, tzinfo=UTC))
