@@ -6,6 +6,7 @@ import json
 import logging
 import time
 
+import azure.functions as func
 import pytest
 
 from .conftest import CMK, PREMIUM, STANDARD
@@ -61,9 +62,12 @@ def test_every_push_case_ends_with_exactly_the_expected_artifacts(push_stack, sc
     registry_hosts = {r["host"] for r in stack.emu.requests_since(0, service="acr")}
     assert STANDARD not in registry_hosts and CMK not in registry_hosts
 
-    # every delivery was acknowledged: no dead letters, every invocation succeeded
+    # every delivery was acknowledged: no dead letters, every invocation succeeded, each decoded in its own schema
     assert stack.eventgrid.dead_letters == []
-    assert all(inv.succeeded for inv in stack.host.invocations_of("on_image_pushed"))
+    invocations = stack.host.invocations_of("on_image_pushed")
+    assert invocations and all(inv.succeeded for inv in invocations)
+    expected_type = func.CloudEvent if schema == "CloudEventSchemaV1_0" else func.EventGridEvent
+    assert all(type(inv.trigger) is expected_type for inv in invocations)
 
     # outcomes, as published to the custom topic
     outcomes = stack.outcomes()
