@@ -10,7 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    DeserializationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 
 from shared import azure_clients
 from shared.settings import AzureSettings
@@ -21,6 +28,8 @@ from .settings import AuditSettings
 log = logging.getLogger("autopilot.audit.discovery")
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+# What Azure (or the way to it) can answer: HTTP errors, connection trouble, bodies the SDK cannot read.
+SDK_ERRORS = (AzureError, DeserializationError)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -113,13 +122,13 @@ def plan(settings: AuditSettings, clients: Clients) -> tuple[list[WorkItem], lis
         names: dict[str, str] = {}
         try:  # one request for readable names in the report; the configured list stays authoritative
             names = {sub.subscription_id: sub.display_name or "" for sub in clients.subscriptions().subscriptions.list()}
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+        except SDK_ERRORS as exc:
             log.info("subscription names unavailable: %s", describe_error(exc))
         items = [WorkItem(s, names.get(s, "")) for s in settings.subscriptions]
     else:
         try:
             subs = list(clients.subscriptions().subscriptions.list())
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+        except SDK_ERRORS as exc:
             errors.append(error_row("", "", "", f"cannot list subscriptions: {describe_error(exc)}"))
             subs = []
         items = []
@@ -198,7 +207,7 @@ def discover(settings: AuditSettings, clients: Clients, work: list[WorkItem], pr
                     profiles=list(mc.agent_pool_profiles or []) if settings.pool_source == "cluster" else None,
                 ))
             return found
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+        except SDK_ERRORS as exc:
             return error_row(item.subscription_id, "", "", f"cannot list clusters: {describe_error(exc)}", item.display_name)
         finally:
             tick("subscriptions", len(work))
@@ -207,7 +216,7 @@ def discover(settings: AuditSettings, clients: Clients, work: list[WorkItem], pr
         try:
             pools = clients.aks(cluster.subscription_id).agent_pools.list(cluster.resource_group, cluster.name)
             return [pool_record(cluster, p) for p in pools]
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
+        except SDK_ERRORS as exc:
             return error_row(cluster.subscription_id, cluster.resource_group, cluster.name,
                              f"cannot list node pools: {describe_error(exc)}", cluster.subscription_name)
         finally:

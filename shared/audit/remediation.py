@@ -14,14 +14,11 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
-    ServiceRequestError,
-    ServiceResponseError,
 )
 
-from .discovery import Clients, ClusterInfo, describe_error, pool_record, wire_text
+from .discovery import SDK_ERRORS, Clients, ClusterInfo, describe_error, pool_record, wire_text
 from .model import (
     ACTION_ENABLED,
     ACTION_FAILED,
@@ -35,7 +32,6 @@ from .rules import classify
 from .settings import AuditSettings
 
 log = logging.getLogger("autopilot.audit.remediation")
-SDK_ERRORS = (HttpResponseError, ServiceRequestError, ServiceResponseError)
 
 
 @dataclass
@@ -113,7 +109,12 @@ class Remediator:
                 if blocked:
                     row.action, row.outcome = ACTION_SKIPPED, blocked
                 else:
-                    blocked = self._one(record, row) or ""
+                    try:
+                        blocked = self._one(record, row) or ""
+                    except Exception as exc:  # a bug must cost one pool and a failure, never the run or the report
+                        log.exception("remediation of %s crashed", record.resource_id)
+                        self._fail(row, f"internal error: {type(exc).__name__}: {exc}")
+                        blocked = "waiting: an earlier pool in this cluster hit an internal error; next run"
                 tick()
 
         with ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="audit-remediate") as pool:
