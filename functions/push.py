@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared.push.service import PushService
+if TYPE_CHECKING:
+    from shared.push.service import PushService
 
 bp = func.Blueprint()
 _service: PushService | None = None
@@ -18,6 +20,8 @@ def service() -> PushService:
     global _service
     with _lock:
         if _service is None:
+            from shared.push.service import PushService  # the SDKs load on the first event, not at cold start
+
             _service = PushService.from_env()
         return _service
 
