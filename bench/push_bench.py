@@ -165,6 +165,7 @@ class AzCliSequence:
         if refs.get("manifests"):
             return "already-streaming"
         self._challenge()
+        # the CLI's password grant sends a cached ACR token as the password; the refresh token makes the same request
         auth = self._token(f"repository:{repository}:pull,push", refresh, password_grant=True)
         op = self.http.get(f"{self.base}/acr/v1/{repository}/_streaming/{digest}", headers=auth, timeout=30)
         if op.status_code == 200:
