@@ -35,14 +35,15 @@ class ImageGlob:
 
 @dataclass(frozen=True)
 class RegistryAllowList:
-    """Registries we act for, by resource ID or login server; empty allows every registry whose events reach us."""
+    """Registries we act for, by resource ID, login server or name; empty allows every registry whose events reach us."""
 
     resource_ids: frozenset[str] = frozenset()
     login_servers: frozenset[str] = frozenset()
+    names: frozenset[str] = frozenset()  # bare registry names (no '.' or ':'), matched against the event's resource ID
 
     @classmethod
     def parse(cls, items: Iterable[str], setting: str) -> RegistryAllowList:
-        ids, servers = set(), set()
+        ids, servers, names = set(), set(), set()
         for item in items:
             if item.startswith("/"):
                 ref = RegistryRef.parse(item)
@@ -54,19 +55,22 @@ class RegistryAllowList:
                     )
                 ids.add(ref.resource_id.lower())
             elif "/" in item or " " in item or not item:
-                raise SettingsError(setting, f"{item!r} is neither a registry resource ID nor a login server (NAME.azurecr.io)")
-            else:
+                raise SettingsError(setting, f"{item!r} is neither a registry resource ID, a login server (NAME.azurecr.io) "
+                                             "nor a registry name")
+            elif "." in item or ":" in item:
                 servers.add(item.lower())
-        return cls(frozenset(ids), frozenset(servers))
+            else:
+                names.add(item.lower())
+        return cls(frozenset(ids), frozenset(servers), frozenset(names))
 
     @property
     def empty(self) -> bool:
-        return not self.resource_ids and not self.login_servers
+        return not self.resource_ids and not self.login_servers and not self.names
 
     def allows(self, registry: RegistryRef, login_server: str | None) -> bool:
         if self.empty:
             return True
-        if registry.resource_id.lower() in self.resource_ids:
+        if registry.resource_id.lower() in self.resource_ids or registry.name.lower() in self.names:
             return True
         return bool(login_server) and login_server.lower() in self.login_servers
 

@@ -118,6 +118,18 @@ def test_bad_settings_name_the_setting(env, setting):
     assert err.value.setting == setting and setting in str(err.value)
 
 
+def test_registry_allow_list_by_id_login_server_or_name():
+    from shared.push.events import RegistryRef
+    from shared.push.filters import RegistryAllowList
+
+    ref = RegistryRef("5d1c7e00-0000-4000-8000-00000000b001", "rg", "contoso")
+    for item in (ref.resource_id.replace("/rg/", "/RG/").replace("contoso", "Contoso"), "contoso.azurecr.io", "Contoso"):
+        allow = RegistryAllowList.parse([item], "AUTOPILOT_PUSH_REGISTRIES")
+        assert allow.allows(ref, "contoso.azurecr.io"), item
+        assert not allow.allows(RegistryRef(ref.subscription_id, "rg", "other"), "other.azurecr.io"), item
+    assert RegistryAllowList.parse([], "X").allows(ref, None)
+
+
 def test_default_settings():
     s = PushSettings.from_env(Env({}))
     assert (s.mode, s.max_image_gb, s.wait_seconds, s.topic) == ("enforce", 30.0, 0.0, None)
