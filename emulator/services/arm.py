@@ -711,6 +711,13 @@ def setup(app: web.Application, ctx: Context) -> None:
             raise ArmFailure(409, "OperationNotAllowed",
                              f"Operation is not allowed: Another operation ({cluster.provisioning_state}) is in progress, please wait for it "
                              f"to finish before starting a new operation. {PENDING_OPERATION_HELP}")
+        # AKS runs one agent pool operation per cluster: a sibling pool's operation blocks this one too (reported as
+        # "Another agentpool operation (nodepool1 - Creating) is in progress" in cilium/cilium#25944, azure-workload-identity#417).
+        for sibling in cluster.pools.values():
+            if sibling is not pool and _busy(sibling.provisioning_state, sibling.operation_until, now):
+                raise ArmFailure(409, "OperationNotAllowed",
+                                 f"Operation is not allowed: Another agentpool operation ({sibling.name} - {sibling.provisioning_state}) is in "
+                                 f"progress, please wait for it to finish before starting a new operation. {PENDING_OPERATION_HELP}")
         if cluster.power_state == "Stopped":
             raise ArmFailure(409, "OperationNotAllowed",
                              f"Operation is not allowed: managed cluster '{cluster.name}' is in Power State(Stopped). Start the cluster "

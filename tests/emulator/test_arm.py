@@ -43,10 +43,10 @@ SCENARIO: dict[str, Any] = {
                 {"name": "kata", "os_sku": "AzureLinux", "workload_runtime": "KataMshvVmIsolation"},
                 {"name": "acl", "os_sku": "AzureContainerLinux"},
                 {"name": "flat", "os_sku": "Flatcar"},
-                {"name": "busy", "provisioning_state": "Updating"},
                 {"name": "stop", "power_state": "Stopped"},
             )},
-            {"name": "aks-b", "resource_group": "rg-aks-1"},
+            # a pool seeded mid-operation blocks every pool write in its cluster (one agent pool operation per cluster)
+            {"name": "aks-b", "resource_group": "rg-aks-1", "pools": _pools({"name": "busy", "provisioning_state": "Updating"})},
             {"name": "aks-c", "resource_group": "rg-aks-1"},
             {"name": "aks-d", "resource_group": "rg-aks-2"},
             {"name": "aks-old", "resource_group": "rg-aks-2", "kubernetes_version": "1.24.10"},
@@ -170,13 +170,15 @@ def test_cluster_get_carries_pool_profiles_with_streaming_state(emu: Emulator, s
     assert profiles["user"].artifact_streaming_profile.enabled is False
     assert profiles["system"].artifact_streaming_profile is None and profiles["system"].mode == "System"
     assert profiles["win"].os_type == "Windows" and profiles["kata"].workload_runtime == "KataMshvVmIsolation"
-    assert profiles["busy"].provisioning_state == "Updating" and profiles["stop"].power_state.code == "Stopped"
+    assert profiles["stop"].power_state.code == "Stopped"
+    busy = {p.name: p for p in aks(settings).managed_clusters.get("rg-aks-1", "aks-b").agent_pool_profiles}["busy"]
+    assert busy.provisioning_state == "Updating"
     assert profiles["user"].e_tag == emu.world.cluster(SUB_A, "rg-aks-1", "aks-a").pools["user"].etag
 
 
 def test_agent_pools_list_pages_and_get_has_etag_header(emu: Emulator, settings: AzureSettings) -> None:
     names = [p.name for p in aks(settings).agent_pools.list("rg-aks-1", "aks-a")]
-    assert names == ["system", "user", "blue", "win", "kata", "acl", "flat", "busy", "stop"]
+    assert names == ["system", "user", "blue", "win", "kata", "acl", "flat", "stop"]
     pool = aks(settings).agent_pools.get("rg-aks-1", "aks-a", "user")
     assert pool.os_type == "Linux" and pool.os_sku == "Ubuntu" and pool.count == 3 and pool.vm_size == "Standard_D4s_v5"
     assert pool.orchestrator_version == pool.current_orchestrator_version == "1.30.4"
@@ -254,9 +256,27 @@ def test_second_put_while_updating_is_409(emu: Emulator, settings: AzureSettings
     assert info.value.status_code == 409 and info.value.error.code == "OperationNotAllowed"
     first.result()
     with pytest.raises(HttpResponseError) as seeded:
-        client.agent_pools.begin_create_or_update("rg-aks-1", "aks-a", "busy", enable(client.agent_pools.get("rg-aks-1", "aks-a", "busy")))
+        client.agent_pools.begin_create_or_update("rg-aks-1", "aks-b", "busy", enable(client.agent_pools.get("rg-aks-1", "aks-b", "busy")))
     assert seeded.value.status_code == 409 and "(busy - Updating)" in seeded.value.error.message
     assert len(emu.world.arm_writes) == 1
+
+
+def test_a_sibling_pool_operation_blocks_every_pool_write_in_the_cluster(emu: Emulator, settings: AzureSettings) -> None:
+    """AKS runs one agent pool operation per cluster; the emulator must not be kinder (issue reports quote this 409)."""
+    client = aks(settings)
+    with pytest.raises(HttpResponseError) as info:
+        client.agent_pools.begin_create_or_update("rg-aks-1", "aks-b", "system", enable(client.agent_pools.get("rg-aks-1", "aks-b", "system")))
+    assert info.value.status_code == 409 and info.value.error.code == "OperationNotAllowed"
+    assert "Another agentpool operation (busy - Updating) is in progress" in info.value.error.message
+    slow_lro(emu, 3)
+    first = client.agent_pools.begin_create_or_update("rg-aks-1", "aks-a", "user", enable(client.agent_pools.get("rg-aks-1", "aks-a", "user")))
+    with pytest.raises(HttpResponseError) as sibling:
+        client.agent_pools.begin_create_or_update("rg-aks-1", "aks-a", "system", enable(client.agent_pools.get("rg-aks-1", "aks-a", "system")))
+    assert sibling.value.status_code == 409 and "(user - Updating)" in sibling.value.error.message
+    first.result()
+    done = client.agent_pools.begin_create_or_update("rg-aks-1", "aks-a", "system", enable(client.agent_pools.get("rg-aks-1", "aks-a", "system")))
+    assert done.result().artifact_streaming_profile.enabled is True
+    assert [(w.cluster, w.pool) for w in emu.world.arm_writes] == [("aks-a", "user"), ("aks-a", "system")]
 
 
 def test_stale_etag_is_412_and_nothing_is_written(emu: Emulator, settings: AzureSettings) -> None:
@@ -316,18 +336,18 @@ def test_immutable_property_change_and_stopped_pool_are_refused(emu: Emulator, s
 
 
 def test_cluster_operation_blocks_pool_writes_until_it_ends(emu: Emulator, settings: AzureSettings) -> None:
-    admin = f"{emu.endpoints['admin']}/arm/clusters/aks-b/operation"
+    admin = f"{emu.endpoints['admin']}/arm/clusters/aks-c/operation"
     ca = emu.env["REQUESTS_CA_BUNDLE"]
     started = requests.post(admin, json={"seconds": 300, "state": "Upgrading"}, verify=ca, timeout=30)
     assert started.status_code == 201
     client = aks(settings)
-    assert client.managed_clusters.get("rg-aks-1", "aks-b").provisioning_state == "Upgrading"
+    assert client.managed_clusters.get("rg-aks-1", "aks-c").provisioning_state == "Upgrading"
     with pytest.raises(HttpResponseError) as info:
-        client.agent_pools.begin_create_or_update("rg-aks-1", "aks-b", "nodepool1", enable(client.agent_pools.get("rg-aks-1", "aks-b", "nodepool1")))
+        client.agent_pools.begin_create_or_update("rg-aks-1", "aks-c", "nodepool1", enable(client.agent_pools.get("rg-aks-1", "aks-c", "nodepool1")))
     assert info.value.status_code == 409 and "Another operation (Upgrading)" in info.value.error.message
     assert requests.delete(admin, verify=ca, timeout=30).json()["provisioning_state"] == "Succeeded"
-    done = client.agent_pools.begin_create_or_update("rg-aks-1", "aks-b", "nodepool1",
-                                                     enable(client.agent_pools.get("rg-aks-1", "aks-b", "nodepool1"))).result()
+    done = client.agent_pools.begin_create_or_update("rg-aks-1", "aks-c", "nodepool1",
+                                                     enable(client.agent_pools.get("rg-aks-1", "aks-c", "nodepool1"))).result()
     assert done.artifact_streaming_profile.enabled is True
 
 
