@@ -125,9 +125,9 @@ class PushService:
                started: float | None = None) -> Outcome:
         """Make one image streamable (the event path and the operator CLI). Raises TransientError for retryable failures."""
         started = time.monotonic() if started is None else started
+        report = self.settings.report_only if report is None else report
         try:
-            outcome = self._stream(target, self.settings.wait_seconds if wait_seconds is None else wait_seconds,
-                                   self.settings.report_only if report is None else report)
+            outcome = self._stream(target, self.settings.wait_seconds if wait_seconds is None else wait_seconds, report)
         except LockBusy as exc:
             log_event(log, "push.retry", level=logging.WARNING, code="LOCK_BUSY", detail=str(exc), **self._ids(target))
             raise TransientError(str(exc), code="LOCK_BUSY") from None
@@ -146,7 +146,7 @@ class PushService:
             log_event(log, "push.retry", level=logging.WARNING, code=code, detail=str(exc)[:300],
                       duration_ms=round((time.monotonic() - started) * 1000, 1), **self._ids(target))
             raise TransientError(f"{code}: {str(exc)[:300]}", code=code) from None
-        return self._finish(outcome, started)
+        return self._finish(outcome.with_(mode="report" if report else "enforce"), started)
 
     # ------------------------------------------------------------------ the decision
     @staticmethod
