@@ -115,3 +115,18 @@ def test_a_forged_event_host_never_receives_the_identity_token(make_emulator, az
     outcome = service.handle_event(event)
     assert outcome.outcome == "created"
     assert registry_requests(stack, mark)[0] == ("POST", "/oauth2/exchange")
+
+
+def test_allow_list_by_login_server_trusts_arm_not_the_event_host(make_emulator, monkeypatch):
+    emu = make_emulator(scenario(IMAGES))
+    from .conftest import CMK, Stack
+
+    stack = Stack(emu, host=None)  # type: ignore[arg-type]
+    digest = stack.registry().repositories["app"].tags["v1"].digest
+    monkeypatch.setenv("AUTOPILOT_PUSH_REGISTRIES", stack.registry().login_server)
+    service = PushService.from_env(token_cache=TokenCache())
+    assert service.handle_event(event_for(stack, digest, "v1")).outcome == "created"
+    forged = event_for(stack, digest, "v1")
+    forged["topic"] = emu.world.registries[CMK].resource_id  # another registry, claiming the allowed host
+    outcome = service.handle_event(forged)
+    assert (outcome.outcome, outcome.reason) == ("skipped", "registry-not-allowed")
