@@ -168,14 +168,14 @@ class PushService:
 
     def _stream(self, target: ImageTarget, wait_seconds: float, report: bool) -> Outcome:
         info = self.registries.info(target.registry)
-        if info.error_code:
-            return o.failed(info.error_code, info.error_detail or "ARM refused the registry read", **self._ids(target))
-        if (why := info.cannot_stream) is not None:
-            return o.skipped(o.R_REGISTRY_INELIGIBLE, why, **self._ids(target))
         if target.fresh_push and not self.settings.registries.allows(target.registry, info.login_server):
             # the event's host matched the allow-list but ARM says this registry's login server is another one
             return o.skipped(o.R_REGISTRY_NOT_ALLOWED, f"registry {target.registry.name} ({info.login_server}) is not in "
                              "AUTOPILOT_PUSH_REGISTRIES", **self._ids(target))
+        if info.error_code:
+            return o.failed(info.error_code, info.error_detail or "ARM refused the registry read", **self._ids(target))
+        if (why := info.cannot_stream) is not None:
+            return o.skipped(o.R_REGISTRY_INELIGIBLE, why, **self._ids(target))
         login_server = info.login_server or target.login_server
         if target.login_server and info.login_server and target.login_server != info.login_server:
             # Never send the identity's token to a host ARM does not vouch for (a forged or odd event): use ARM's login server.
