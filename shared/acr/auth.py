@@ -40,9 +40,11 @@ def expiry_of(token: str, now: float | None = None) -> float:
 class CachedToken:
     token: str
     expires_on: float  # epoch seconds
+    lifetime: float = 0.0  # seconds from caching to exp
 
     def fresh(self, now: float, margin: float) -> bool:
-        return self.expires_on - now > margin
+        # a token living less than two margins would never be fresh: renew those in their last tenth instead
+        return self.expires_on - now > (margin if self.lifetime > 2 * margin else self.lifetime / 10)
 
 
 @dataclass
@@ -91,8 +93,10 @@ class TokenCache:
         return cached.token if cached and cached.fresh(self.clock(), self.margin) else None
 
     def put(self, key: tuple[str, ...], token: str) -> None:
+        now = self.clock()
+        expires_on = expiry_of(token, now)
         with self._guard:
-            self._tokens[key] = CachedToken(token, expiry_of(token, self.clock()))
+            self._tokens[key] = CachedToken(token, expires_on, max(0.0, expires_on - now))
 
     def drop(self, key: tuple[str, ...]) -> None:
         with self._guard:

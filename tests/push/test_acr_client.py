@@ -74,6 +74,14 @@ def test_tokens_are_renewed_shortly_before_exp_and_not_before(make_emulator):
     assert auth_calls(emu, mark)[3:] == ["/oauth2/exchange", "/oauth2/token"]
 
 
+def test_short_lived_tokens_are_still_reused():
+    from shared.acr.auth import CachedToken
+
+    assert CachedToken("t", expires_on=1060, lifetime=60).fresh(now=1000, margin=300)  # 60 s token, 60 s left: use it
+    assert not CachedToken("t", expires_on=1005, lifetime=60).fresh(now=1000, margin=300)  # last tenth: renew
+    assert not CachedToken("t", expires_on=1250, lifetime=3600).fresh(now=1000, margin=300)  # long-lived: 300 s margin
+
+
 def test_a_rejected_access_token_is_renewed_once_and_the_call_succeeds(make_emulator):
     emu = make_emulator(scenario(IMAGES))
     reg = emu.world.registries[PREMIUM]
