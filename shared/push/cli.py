@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any, TextIO
 
+from azure.core.exceptions import AzureError, ClientAuthenticationError
+
 from ..acr import AcrError
 from ..settings import AzureSettings, SettingsError
 from .events import DIGEST_RE, REPOSITORY_RE, TAG_RE, RegistryRef
@@ -18,6 +20,11 @@ EXIT_TRANSIENT = 75  # EX_TEMPFAIL: try again later
 
 class UsageError(ValueError):
     pass
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
 
 
 def parse_image(text: str) -> tuple[str, str | None, str | None]:
@@ -89,6 +96,13 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
     except (SettingsError, UsageError) as exc:
         stderr.write(f"error: {exc}\n")
         return EXIT_USAGE
+    except ClientAuthenticationError as exc:
+        stderr.write(f"error: cannot get a token for Azure ({_first_line(exc)}); sign in (az login) or run with a managed "
+                     "identity\n")
+        return EXIT_USAGE
+    except AzureError as exc:
+        stderr.write(f"error: cannot reach Azure to find the registry: {_first_line(exc)}\n")
+        return EXIT_TRANSIENT
     target = ImageTarget(registry, repository, digest, tag, login_server)
     try:
         if args.list_referrers:
@@ -107,6 +121,10 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
     except AcrError as exc:
         stderr.write(f"error: {exc}\n")
         return EXIT_TRANSIENT if exc.transient else EXIT_CODES["failed"]
+    except ClientAuthenticationError as exc:
+        stderr.write(f"error: cannot get a token for Azure ({_first_line(exc)}); sign in (az login) or run with a managed "
+                     "identity\n")
+        return EXIT_USAGE
     if args.json:
         stdout.write(json.dumps(outcome.as_dict(), indent=2) + "\n")
     else:

@@ -8,7 +8,7 @@ from contextlib import redirect_stderr, redirect_stdout
 
 from shared.__main__ import main
 
-from .conftest import PREMIUM, STANDARD
+from .conftest import PREMIUM, STANDARD, scenario
 
 
 def test_wait_mode_retries_unknown_errors_through_redelivery_until_one_artifact_exists(push_stack):
@@ -67,3 +67,13 @@ def test_cli_streams_one_image_and_lists_its_referrers(push_stack):
     code, _, err = cli("--registry", "nosuchregistry", "--image", "app:v1")
     assert code == 2 and "no registry" in err
     assert len(stack.operations(digest)) == 1
+
+
+def test_cli_without_a_usable_identity_says_so_without_a_traceback(make_emulator, monkeypatch):
+    make_emulator(scenario())
+    monkeypatch.setenv("IDENTITY_HEADER", "wrong")  # the identity endpoint refuses us
+    from shared.azure_clients import reset_credential
+
+    reset_credential()
+    code, out, err = cli("--registry", PREMIUM, "--image", "app:v1")
+    assert code == 2 and "cannot get a token" in err and "Traceback" not in err + out
