@@ -115,6 +115,8 @@ class Registry:
     url: str = ""  # "https://127.0.0.1:PORT"
     # Data-plane roles AAD identities hold on this registry (keys of ACR_ROLE_PERMISSIONS); None: every permission.
     identity_roles: list[str] | None = None
+    # azureADAuthenticationAsArmPolicy: False means /oauth2/exchange refuses ARM-audience AAD tokens (Azure Policy can enforce it)
+    aad_auth_as_arm: bool = True
 
     @property
     def resource_id(self) -> str:
@@ -205,7 +207,7 @@ class EmulatorSettings:
     conversion_seconds: float = 1.0  # how long a streaming conversion runs
     unknown_error_rate: float = 0.0  # share of conversions that fail with UNKNOWN_ERROR
     page_size: int = 100  # ARM list page size (nextLink beyond it)
-    acr_token_ttl_seconds: int = 3 * 3600  # ACR access tokens, as real ACR (about 75 min to 3 h)
+    acr_token_ttl_seconds: int = 4500  # ACR access tokens: exp - nbf = 4500 s (75 min) in the recorded exchanges 3, 8, 18
     aad_token_ttl_seconds: int = 3600
     eventgrid_retry_base_seconds: float | None = None  # overrides every subscription's retry_base_seconds
     max_image_gb: float = 30.0  # conversions of larger images take long; documented guidance, not a failure

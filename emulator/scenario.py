@@ -102,7 +102,7 @@ def _load_subscription(world: World, where: str, raw: dict[str, Any]) -> None:
 
 def _load_registry(world: World, sub_id: str, where: str, raw: dict[str, Any]) -> None:
     _check_keys(where, raw, {"name", "resource_group", "location", "sku", "encryption", "admin_user", "tokens", "tags", "repositories",
-                             "identity_roles"})
+                             "identity_roles", "aad_auth_as_arm"})
     name = str(raw["name"])
     if name in world.registries:
         raise ScenarioError(f"{where}.name: registry {name!r} defined twice (registry names are global)")
@@ -125,6 +125,7 @@ def _load_registry(world: World, sub_id: str, where: str, raw: dict[str, Any]) -
         tokens=[ScopeMapToken(**t) for t in raw.get("tokens") or []],
         tags=dict(raw.get("tags") or {}),
         identity_roles=None if roles is None else [str(r) for r in roles],
+        aad_auth_as_arm=bool(raw.get("aad_auth_as_arm", True)),
     )
     world.registries[name] = reg
     for i, repo_raw in enumerate(raw.get("repositories") or []):

@@ -91,7 +91,9 @@ class AzureSettings:
 
     arm_endpoint: str = DEFAULT_ARM_ENDPOINT
     arm_audience: str = "https://management.azure.com"
-    acr_audience: str = "https://management.azure.com"  # ACR's /oauth2/exchange takes an ARM token, as the az CLI sends
+    # ACR's own audience works on every registry; ARM-audience tokens (what the az CLI sends) can be disabled per registry
+    # by azureADAuthenticationAsArmPolicy, which Azure Policy enforces in many tenants.
+    acr_audience: str = "https://containerregistry.azure.net"
     managed_identity_client_id: str | None = None  # AZURE_CLIENT_ID for a user-assigned identity
 
     @classmethod
@@ -104,6 +106,6 @@ class AzureSettings:
         return cls(
             arm_endpoint=endpoint.rstrip("/"),
             arm_audience=audience.rstrip("/"),
-            acr_audience=(env.str("AUTOPILOT_ACR_AUDIENCE", audience) or audience).rstrip("/"),
+            acr_audience=(env.str("AUTOPILOT_ACR_AUDIENCE", "https://containerregistry.azure.net") or "").rstrip("/"),
             managed_identity_client_id=env.str("AZURE_CLIENT_ID"),
         )

@@ -36,7 +36,8 @@ from ..web import Context, service_middleware
 
 AUTH_MESSAGE = "authentication required, visit https://aka.ms/acr/authorization for more information."
 NULL_USER = "00000000-0000-0000-0000-000000000000"
-AAD_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net", "https://containerregistry.azure.net")
+ARM_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
+AAD_AUDIENCES = (*ARM_AUDIENCES, "https://containerregistry.azure.net")
 ALL_ACTIONS = ["read", "write", "delete", "metadata/read", "metadata/write", "deleted/read", "deleted/restore/action"]
 # refresh-token permission -> repository scope actions it allows
 PERMISSION_ACTIONS = {
@@ -356,6 +357,10 @@ class RegistryService:
             return self.unauthorized(
                 message=f"the AAD access token audience {aud!r} is not accepted; request a token for "
                         "https://management.azure.com or https://containerregistry.azure.net")
+        if not self.reg.aad_auth_as_arm and aud in ARM_AUDIENCES:
+            return self.unauthorized(
+                message="ARM audience tokens are disabled for this registry (azureADAuthenticationAsArmPolicy is disabled); "
+                        "request a token for https://containerregistry.azure.net")
         if tenant and tenant != claims.get("tid"):
             return self.unauthorized(message=f"tenant {tenant!r} does not match the token's tenant")
         subject = str(claims.get("upn") or claims.get("oid") or claims.get("sub") or "")

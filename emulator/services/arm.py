@@ -419,7 +419,7 @@ def registry_json(ctx: Context, reg: Registry) -> dict[str, Any]:
             "trustPolicy": {"type": "Notary", "status": "disabled"},
             "retentionPolicy": {"days": 7, "lastUpdatedTime": created, "status": "disabled"},
             "exportPolicy": {"status": "enabled"},
-            "azureADAuthenticationAsArmPolicy": {"status": "enabled"},
+            "azureADAuthenticationAsArmPolicy": {"status": "enabled" if reg.aad_auth_as_arm else "disabled"},
             "softDeletePolicy": {"retentionDays": 7, "lastUpdatedTime": created, "status": "disabled"},
         },
         "encryption": encryption,

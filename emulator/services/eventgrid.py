@@ -243,13 +243,12 @@ class EventGrid:
     def _route(self, event: SystemEvent) -> None:
         with self._lock:
             self.events.append(event)
-        short = event.event_type.removeprefix(EVENT_TYPE_PREFIX)
         registry_id = event.topic.lower()
         for sub in list(self.world.event_subscriptions.values()):
             reg = self.world.registries.get(sub.registry)
             if reg is None or reg.resource_id.lower() != registry_id:
                 continue
-            if sub.included_event_types and not any(t in (event.event_type, short) for t in sub.included_event_types):
+            if sub.included_event_types and event.event_type not in sub.included_event_types:
                 continue
             self._spawn(_Pending(event=event, sub=sub))
             if sub.duplicate_rate and self._draw(f"dup|{sub.name}|{event.id}") < sub.duplicate_rate:

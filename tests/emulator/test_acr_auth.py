@@ -269,3 +269,20 @@ def test_unknown_identity_roles_are_a_scenario_error() -> None:
     raw["subscriptions"][0]["registries"][0]["identity_roles"] = ["AcrPusher"]
     with pytest.raises(ScenarioError, match=r"identity_roles: \['AcrPusher'\] must be a list of"):
         load_scenario(raw)
+
+
+def test_a_registry_can_refuse_arm_audience_tokens(make_emulator: Callable[..., Emulator]) -> None:
+    """azureADAuthenticationAsArmPolicy disabled (Azure Policy can enforce it): only ACR-audience AAD tokens exchange."""
+    raw = scenario()
+    raw["subscriptions"][0]["registries"][0]["aad_auth_as_arm"] = False
+    reg = RegistryHTTP(make_emulator(raw))
+    refused = reg.exchange(reg.aad_token("https://management.azure.com"))
+    assert refused.status_code == 401 and "azureADAuthenticationAsArmPolicy" in refused.text
+    assert reg.exchange(reg.aad_token("https://containerregistry.azure.net")).status_code == 200
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+
+    from shared.azure_clients import credential
+
+    arm = ContainerRegistryManagementClient(credential(), SUB, base_url=reg.emu.env["AUTOPILOT_ARM_ENDPOINT"])
+    policy = arm.registries.get("rg-registry", "reg").policies.azure_ad_authentication_as_arm_policy
+    assert policy.status == "disabled"
