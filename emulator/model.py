@@ -92,9 +92,18 @@ ACR_ROLE_PERMISSIONS: dict[str, list[str]] = {
     "AcrPull": ["read", "metadata/read"],
     "AcrPush": ["read", "write", "metadata/read", "metadata/write"],
     "AcrDelete": ["delete"],
-    "Contributor": ["read", "write", "delete", "metadata/read", "metadata/write", "deleted/read", "deleted/restore/action"],
-    "Owner": ["read", "write", "delete", "metadata/read", "metadata/write", "deleted/read", "deleted/restore/action"],
+    "Contributor": ["read", "write", "delete", "metadata/read", "metadata/write", "deleted/read", "deleted/restore/action", "catalog/read"],
+    "Owner": ["read", "write", "delete", "metadata/read", "metadata/write", "deleted/read", "deleted/restore/action", "catalog/read"],
+    # ABAC-enabled roles: the only repository roles an AbacRepositoryPermissions registry honours
+    "Container Registry Repository Reader": ["read", "metadata/read"],
+    "Container Registry Repository Writer": ["read", "write", "metadata/read", "metadata/write"],
+    "Container Registry Repository Contributor": ["read", "write", "delete", "metadata/read", "metadata/write"],
+    "Container Registry Repository Catalog Lister": ["catalog/read"],
 }
+# In ABAC-enabled registries the legacy Acr* roles are not honoured, and the broad roles (Owner, Contributor, Reader) grant
+# control-plane permissions only (ACR ABAC docs; Microsoft Tech Community "ACR repository permissions with ABAC", Nov 2025).
+LEGACY_ACR_ROLES = frozenset({"AcrPull", "AcrPush", "AcrDelete", "Owner", "Contributor", "Reader"})
+ROLE_ASSIGNMENT_MODES = ("LegacyRegistryPermissions", "AbacRepositoryPermissions")
 
 
 @dataclass
@@ -117,6 +126,7 @@ class Registry:
     identity_roles: list[str] | None = None
     # azureADAuthenticationAsArmPolicy: False means /oauth2/exchange refuses ARM-audience AAD tokens (Azure Policy can enforce it)
     aad_auth_as_arm: bool = True
+    role_assignment_mode: str = "LegacyRegistryPermissions"  # or AbacRepositoryPermissions (legacy Acr* roles then grant nothing)
 
     @property
     def resource_id(self) -> str:

@@ -12,6 +12,7 @@ from . import oci
 from .faults import FaultRule
 from .model import (
     ACR_ROLE_PERMISSIONS,
+    ROLE_ASSIGNMENT_MODES,
     AgentPool,
     Cluster,
     EmulatorSettings,
@@ -102,7 +103,7 @@ def _load_subscription(world: World, where: str, raw: dict[str, Any]) -> None:
 
 def _load_registry(world: World, sub_id: str, where: str, raw: dict[str, Any]) -> None:
     _check_keys(where, raw, {"name", "resource_group", "location", "sku", "encryption", "admin_user", "tokens", "tags", "repositories",
-                             "identity_roles", "aad_auth_as_arm"})
+                             "identity_roles", "aad_auth_as_arm", "role_assignment_mode"})
     name = str(raw["name"])
     if name in world.registries:
         raise ScenarioError(f"{where}.name: registry {name!r} defined twice (registry names are global)")
@@ -113,6 +114,9 @@ def _load_registry(world: World, sub_id: str, where: str, raw: dict[str, Any]) -
     roles = raw.get("identity_roles")
     if roles is not None and (not isinstance(roles, list) or set(roles) - set(ACR_ROLE_PERMISSIONS)):
         raise ScenarioError(f"{where}.identity_roles: {roles!r} must be a list of {sorted(ACR_ROLE_PERMISSIONS)}")
+    mode = str(raw.get("role_assignment_mode", "LegacyRegistryPermissions"))
+    if mode not in ROLE_ASSIGNMENT_MODES:
+        raise ScenarioError(f"{where}.role_assignment_mode: {mode!r} is not one of {', '.join(ROLE_ASSIGNMENT_MODES)}")
     reg = Registry(
         name=name,
         subscription_id=sub_id,
@@ -126,6 +130,7 @@ def _load_registry(world: World, sub_id: str, where: str, raw: dict[str, Any]) -
         tags=dict(raw.get("tags") or {}),
         identity_roles=None if roles is None else [str(r) for r in roles],
         aad_auth_as_arm=bool(raw.get("aad_auth_as_arm", True)),
+        role_assignment_mode=mode,
     )
     world.registries[name] = reg
     for i, repo_raw in enumerate(raw.get("repositories") or []):

@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import oci
-from ..model import ACR_ROLE_PERMISSIONS, Manifest, Registry, Repository, TagRecord, utcnow_iso
+from ..model import ACR_ROLE_PERMISSIONS, LEGACY_ACR_ROLES, Manifest, Registry, Repository, TagRecord, utcnow_iso
 from ..streaming import RepositorySettingOperation, StreamingEngine, operation_body, refusal
 from ..tokens import bearer
 from ..web import Context, service_middleware
@@ -38,7 +38,7 @@ AUTH_MESSAGE = "authentication required, visit https://aka.ms/acr/authorization 
 NULL_USER = "00000000-0000-0000-0000-000000000000"
 ARM_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
 AAD_AUDIENCES = (*ARM_AUDIENCES, "https://containerregistry.azure.net")
-ALL_ACTIONS = ["read", "write", "delete", "metadata/read", "metadata/write", "deleted/read", "deleted/restore/action"]
+ALL_ACTIONS = ["read", "write", "delete", "metadata/read", "metadata/write", "deleted/read", "deleted/restore/action", "catalog/read"]
 # refresh-token permission -> repository scope actions it allows
 PERMISSION_ACTIONS = {
     "read": {"pull"},
@@ -335,7 +335,9 @@ class RegistryService:
                 return self.unauthorized(message="the refresh token is invalid or expired; get a new one from /oauth2/exchange")
             perms = set(refresh.get("permissions", {}).get("actions", []))
             allowed = lambda _r, a: any(a in PERMISSION_ACTIONS.get(p, ()) for p in perms)  # noqa: E731
-            access = self._grant_from(scopes, allowed, catalog_ok="metadata/read" in perms)
+            # ABAC-enabled registries list the catalog only for "Container Registry Repository Catalog Lister"
+            abac = self.reg.role_assignment_mode == "AbacRepositoryPermissions"
+            access = self._grant_from(scopes, allowed, catalog_ok=("catalog/read" if abac else "metadata/read") in perms)
             return _json(200, {"access_token": self._mint_access(refresh.get("sub", ""), access)})
         if grant_type == "password":
             ident = self._password_identity(get("username"), get("password"))
@@ -368,6 +370,8 @@ class RegistryService:
         if roles is None:
             permissions = list(ALL_ACTIONS)
         else:  # the identity's role assignments on the registry; none at all still exchanges, then grants nothing
+            if self.reg.role_assignment_mode == "AbacRepositoryPermissions":
+                roles = [r for r in roles if r not in LEGACY_ACR_ROLES]
             permissions = [a for a in ALL_ACTIONS if any(a in ACR_ROLE_PERMISSIONS[r] for r in roles)]
         return _json(200, {"refresh_token": self._mint_refresh(subject, permissions)})
 

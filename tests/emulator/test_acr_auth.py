@@ -244,12 +244,22 @@ def test_expired_or_foreign_access_tokens_get_the_challenge(reg: RegistryHTTP, m
     assert reg.call("GET", "/v2/", token=refresh_as_access).status_code == 401, "a refresh token is not an access token"
 
 
-@pytest.mark.parametrize(("roles", "pull", "push", "catalog"),
-                         [(["AcrPull"], 200, 401, 200), (["AcrPush"], 200, 202, 200), ([], 401, 401, 401)])
-def test_identity_roles_limit_what_the_exchange_grants(make_emulator: Callable[..., Emulator], roles: list[str],
+@pytest.mark.parametrize(("mode", "roles", "pull", "push", "catalog"), [
+    ("LegacyRegistryPermissions", ["AcrPull"], 200, 401, 200),
+    ("LegacyRegistryPermissions", ["AcrPush"], 200, 202, 200),
+    ("LegacyRegistryPermissions", [], 401, 401, 401),
+    # ABAC-enabled registries do not honour the legacy Acr* roles; the Repository roles grant instead
+    ("AbacRepositoryPermissions", ["AcrPush"], 401, 401, 401),
+    ("AbacRepositoryPermissions", ["Owner"], 401, 401, 401),  # broad roles: control plane only
+    ("AbacRepositoryPermissions", ["Container Registry Repository Writer"], 200, 202, 401),
+    ("AbacRepositoryPermissions", ["Container Registry Repository Reader"], 200, 401, 401),  # catalog needs its own role
+    ("AbacRepositoryPermissions", ["Container Registry Repository Reader", "Container Registry Repository Catalog Lister"], 200, 401, 200),
+])
+def test_identity_roles_limit_what_the_exchange_grants(make_emulator: Callable[..., Emulator], mode: str, roles: list[str],
                                                        pull: int, push: int, catalog: int) -> None:
     raw = scenario()
     raw["subscriptions"][0]["registries"][0]["identity_roles"] = roles
+    raw["subscriptions"][0]["registries"][0]["role_assignment_mode"] = mode
     reg = RegistryHTTP(make_emulator(raw))
     assert reg.exchange().status_code == 200, "the exchange succeeds; the grant is what RBAC allows"
     assert reg.call("GET", "/v2/microsoft/tags/list", scope="repository:microsoft:pull").status_code == pull
