@@ -13,6 +13,7 @@ Method (see docs/performance.md, "Push path"):
 - "az CLI sequence": for a sample of tags, the requests `az acr artifact-streaming create --image repo:tag` makes
   (recorded session, tests/fixtures/acr_recording): per call a /v2/ challenge twice and a token exchange; tag → digest,
   referrers, operation check, create. Sequential, as a CI script would run it.
+- "already streaming": the first SEQUENTIAL_EVENTS events again once their conversions finished, on the warm instance.
 - Reported: events/s, registry requests per event (from the emulator's request log), p50/p99 handler latency.
 """
 
@@ -90,8 +91,10 @@ def fresh_instance() -> None:
     reset_clients()
 
 
-def run_function(emu: Emulator, host: FunctionsHost, events: list[dict[str, Any]], workers: int) -> dict[str, Any]:
-    fresh_instance()
+def run_function(emu: Emulator, host: FunctionsHost, events: list[dict[str, Any]], workers: int,
+                 fresh: bool = True) -> dict[str, Any]:
+    if fresh:
+        fresh_instance()
     latencies: list[float] = []
     failures = 0
     lock = threading.Lock()
@@ -232,6 +235,13 @@ def main(argv: list[str] | None = None) -> int:
         # sequential, on a fresh instance: new images, two tags each (as the concurrent run)
         results["function (sequential)"] = run_function(emu, host, all_events[args.events: args.events + args.sequential_events], 1)
         results["az CLI sequence (sequential)"] = run_az(emu, args.az_sample)
+        # Event Grid redelivering (or a re-push of) images that finished converting: the warm cheapest exit
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and any(op.status in ("NotStarted", "Running") for op in
+                                                  emu.world.registries[REGISTRY].repositories["app"].operations.values()):
+            time.sleep(0.5)
+        results["function (already streaming)"] = run_function(emu, host, all_events[: args.sequential_events], args.workers,
+                                                               fresh=False)
         conversions = sum(len(r.operations) for r in emu.world.registries[REGISTRY].repositories.values())
     if args.json:
         print(json.dumps({"latency_ms": args.latency_ms, "results": results, "conversions": conversions}, indent=2))
