@@ -52,6 +52,8 @@ PUSHES: list[tuple[str, str, dict[str, Any], str]] = [
                                        "config_media_type": "application/vnd.cncf.helm.config.v1+json",
                                        "layer_media_type": "application/vnd.cncf.helm.chart.content.v1.tar+gzip"},
      "a Helm chart, not an image"),
+    ("contosoprod", "auto/converted", {"tags": ["1.0.0"], "layers_mb": [50, 120], "seed": "auto-100"},
+     "a repository with auto-conversion on: ACR converts it itself"),
     ("contosostd", "web/frontend", {"tags": ["1.1.0"], "layers_mb": [40, 220], "seed": "std-frontend-110"},
      "a Standard-SKU registry: cannot stream"),
     ("contosocmk", "web/frontend", {"tags": ["1.2.0"], "layers_mb": [40, 220], "seed": "cmk-frontend-120"},
@@ -183,7 +185,8 @@ def push_path(emu: Emulator, env: dict[str, str]) -> None:
     cli(env, "stream", "--registry", "contosostd", "--image", "web/frontend:1.0.0")
 
     heading("Streaming artifacts now in contosoprod (list-referrers)")
-    for image in ("shop/checkout:3.2.0", "shop/checkout:latest", "base/runtime:24.04", "web/frontend:1.0.0", "edge/agent:1.0.0"):
+    for image in ("shop/checkout:3.2.0", "shop/checkout:latest", "base/runtime:24.04", "auto/converted:1.0.0", "web/frontend:1.0.0",
+                  "edge/agent:1.0.0"):
         cli(env, "stream", "--registry", "contosoprod", "--image", image, "--list-referrers")
     with emu.world.lock:
         ops = Counter((reg.name, repo.name, op.digest) for reg in emu.world.registries.values()
