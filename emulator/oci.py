@@ -187,9 +187,11 @@ def build_index(children: list[tuple[str, int, str, PlatformSpec]], oci: bool = 
     return canonical(doc), mtype
 
 
-def build_streaming_referrer(registry: Registry, repository: str, subject: Manifest) -> tuple[bytes, str]:
-    """The manifest ACR stores when a conversion succeeds: an overlaybd image whose subject is the original."""
-    source = json.loads(subject.content)
+def build_streaming_referrer(registry: Registry, repository: str, subject: Manifest, converted: Manifest | None = None,
+                             platform: tuple[str, str] = ("linux", "amd64")) -> tuple[bytes, str]:
+    """The manifest ACR stores when a conversion succeeds: an overlaybd image of `converted` (default: the subject itself)
+    whose subject is the pushed manifest (for an index: the index, with the converted platform in its annotations)."""
+    source = json.loads((converted or subject).content)
     layers = []
     for i, layer in enumerate(source.get("layers", [])):
         blob = add_blob(registry, None, size=int(layer.get("size", 0)), seed=f"overlaybd/{subject.digest}/{i}")
@@ -207,7 +209,8 @@ def build_streaming_referrer(registry: Registry, repository: str, subject: Manif
         "config": {"mediaType": OCI_CONFIG, "size": config.get("size", 0), "digest": config.get("digest", "")},
         "layers": layers,
         "subject": {"mediaType": subject.media_type, "size": subject.size, "digest": subject.digest},
-        "annotations": {"org.opencontainers.image.created": utcnow_iso(), "streaming.format": "overlaybd", "streaming.version": "v1"},
+        "annotations": {"org.opencontainers.image.created": utcnow_iso(), "streaming.format": "overlaybd", "streaming.version": "v1",
+                        "streaming.platform.os": platform[0], "streaming.platform.arch": platform[1]},
     }
     return canonical(doc), OCI_MANIFEST
 

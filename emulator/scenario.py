@@ -192,19 +192,20 @@ def seed_image(world: World, reg: Registry, repository: str, raw: dict[str, Any]
 
 
 def mark_streaming(reg: Registry, repository: str, digest: str) -> StreamingOperation:
-    """Record a finished conversion of `digest` (for a multi-arch index: of its linux/amd64 entry, as ACR does)."""
+    """Record a finished conversion of `digest`: the referrer's subject is `digest` itself (for a multi-arch index: the
+    index, converted from its linux/amd64 entry, as a capture of real ACR shows)."""
     import json
 
     repo = reg.repositories[repository]
     manifest = repo.manifests[digest]
-    target = manifest
+    converted = manifest
     if manifest.media_type in oci.INDEX_TYPES:
         for entry in json.loads(manifest.content).get("manifests", []):
             plat = entry.get("platform") or {}
             if plat.get("os") == "linux" and plat.get("architecture") == "amd64":
-                target = repo.manifests[entry["digest"]]
+                converted = repo.manifests[entry["digest"]]
                 break
-    content, mtype = oci.build_streaming_referrer(reg, repository, target)
+    content, mtype = oci.build_streaming_referrer(reg, repository, manifest, converted=converted)
     referrer = oci.store_manifest(lambda *_a, **_k: None, reg, repository, content, mtype, tag=None)
     op = StreamingOperation(
         id=str(uuid.uuid4()), repository=repository, digest=digest, status="Succeeded", progress=100,

@@ -7,9 +7,13 @@ Behaviour (and the assumptions where Azure is undocumented):
   Its run lasts `settings.conversion_seconds`, up to twice that for images near `settings.max_image_gb`.
 - Failures use the documented codes (troubleshoot-artifact-streaming.md); the code is written into `details` as
   "Conversion failed for resource {repo}@{digest}. {CODE}: {message}" (the recorded operation body has no error field).
-- On success the streaming referrer (artifactType application/vnd.azure.artifact.streaming.v1, subject = the converted
-  manifest; for an index its linux/amd64 child) is stored as an UNTAGGED manifest push, and we assume ACR emits an
-  ImagePushed event for it like for any untagged push (the worst case for a subscriber: it must ignore its own artifacts).
+- On success the streaming referrer (artifactType application/vnd.azure.artifact.streaming.v1) is stored as an UNTAGGED
+  manifest push, and we assume ACR emits an ImagePushed event for it like for any untagged push (the worst case for a
+  subscriber: it must ignore its own artifacts). Its subject is the manifest the conversion was asked for: for an index
+  the INDEX (only its linux/amd64 entry converts; the artifact says which platform in `streaming.platform.os` /
+  `streaming.platform.arch`). Inferred from a capture of real ACR (`regctl artifact list` on a multi-arch tag lists the
+  streaming referrers on the index, annotated per platform) and from the az CLI's duplicate check, which asks for the
+  referrers of the tag-resolved digest; not from Microsoft docs.
 - Repositories with `convert_pushed_images` convert every new TAGGED push by themselves (existing images never do), after
   `settings.auto_conversion_delay_seconds` (0 by default; set it to expose subscribers racing ACR's own conversion); a
   digest that already has a streaming referrer or an in-flight automatic conversion is not converted twice automatically.
@@ -274,7 +278,7 @@ class StreamingEngine:
             if code is not None or target is None:
                 self._fail(op, code or "UNKNOWN_ERROR")
                 return
-            content, mtype = oci.build_streaming_referrer(registry, repo.name, target)
+            content, mtype = oci.build_streaming_referrer(registry, repo.name, manifest, converted=target)
             pushed = oci.store_manifest(self.world.emit, registry, repo.name, content, mtype, tag=None)
             op.referrer_digest = pushed.digest
             op.progress = 100

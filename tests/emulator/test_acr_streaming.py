@@ -119,6 +119,8 @@ def test_convert_poll_succeeded_and_the_referrer_appears(api: StreamingAPI, emu:
     assert op["name"] == "ArtifactStreamingConversion"
     refs = api.referrers("app", digest)
     assert len(refs) == 1 and refs[0]["artifactType"] == STREAMING_ARTIFACT_TYPE
+    assert {k: v for k, v in refs[0]["annotations"].items() if k.startswith("streaming.platform.")} == {
+        "streaming.platform.os": "linux", "streaming.platform.arch": "amd64"}
     latest = api.send("GET", f"/acr/v1/app/_streaming/{digest}")
     assert latest.json() == {"id": op_id, "status": "Succeeded"}
     # assumption (documented): the referrer push emits an untagged ImagePushed, like any untagged manifest push
@@ -185,15 +187,24 @@ def test_unknown_error_rate_fails_conversions(make_emulator: Callable[..., Emula
     assert op["status"] == "Failed" and "UNKNOWN_ERROR" in op["details"]
 
 
-def test_an_index_converts_its_linux_amd64_child(api: StreamingAPI, emu: Emulator) -> None:
+def test_an_index_converts_its_linux_amd64_child_and_attaches_the_artifact_to_the_index(api: StreamingAPI, emu: Emulator) -> None:
+    """As a capture of real ACR shows (`regctl artifact list` on a multi-arch tag): the streaming referrer's subject is the
+    index, annotated with the platform it was converted from; the children have none."""
     index_digest = api.digest("multi", "1.0")
     op = api.wait("multi", api.convert("multi", index_digest).json()["id"])
     assert op["status"] == "Succeeded" and op["resource"] == f"multi@{index_digest}"
     index = json.loads(api.send("GET", f"/v2/multi/manifests/{index_digest}").body())
-    amd64 = next(m["digest"] for m in index["manifests"] if m["platform"]["architecture"] == "amd64")
+    amd64 = next(m for m in index["manifests"] if m["platform"]["architecture"] == "amd64")
     arm64 = next(m["digest"] for m in index["manifests"] if m["platform"]["architecture"] == "arm64")
-    assert len(api.referrers("multi", amd64)) == 1
-    assert api.referrers("multi", arm64) == [] and api.referrers("multi", index_digest) == []
+    referrers = api.referrers("multi", index_digest)
+    assert len(referrers) == 1
+    assert referrers[0]["annotations"]["streaming.platform.os"] == "linux"
+    assert referrers[0]["annotations"]["streaming.platform.arch"] == "amd64"
+    assert api.referrers("multi", amd64["digest"]) == [] and api.referrers("multi", arm64) == []
+    artifact = json.loads(api.send("GET", f"/v2/multi/manifests/{referrers[0]['digest']}").body())
+    assert artifact["subject"]["digest"] == index_digest
+    child = json.loads(api.send("GET", f"/v2/multi/manifests/{amd64['digest']}").body())
+    assert len(artifact["layers"]) == len(child["layers"])  # the overlaybd layers are the amd64 image's
 
 
 @pytest.mark.parametrize("registry", ["basic", "cmk"])
