@@ -20,7 +20,7 @@ from aiohttp import web
 from .azurite import Azurite
 from .faults import FaultPlan
 from .scenario import load_scenario
-from .services import acr, admin, arm, eventgrid, identity
+from .services import acr, admin, arm, blobstore, eventgrid, identity
 from .tokens import TokenAuthority
 from .web import Context, service_middleware
 
@@ -150,6 +150,10 @@ class Emulator:
         mgmt_sock = _bind()
         mgmt_port = mgmt_sock.getsockname()[1]
         self.ctx.management_url = f"https://127.0.0.1:{mgmt_port}"
+        storage_sock = _bind()
+        storage_app = blobstore.create_app(self.ctx)
+        self.ctx.extras["blobstore"].url = f"https://127.0.0.1:{storage_sock.getsockname()[1]}"
+        await self._serve(storage_app, storage_sock, ssl_ctx)
         reg_socks = {}
         for name, reg in self.world.registries.items():
             sock = _bind()

@@ -636,6 +636,11 @@ class RegistryService:
             if blob.content is None:
                 raise _Abort(_error(501, "UNSUPPORTED", f"blob {digest} is synthetic in the emulator: it declares {blob.size} bytes but "
                                                         "has no content; HEAD it for its size or push real content", digest))
+            store = self.ctx.extras.get("blobstore")
+            if store is not None:
+                # As ACR: 307 to the registry's storage with a signed link (clients must not forward the bearer token).
+                return web.Response(status=307, headers={"Location": store.link(self.reg.name, digest),
+                                                         "Docker-Content-Digest": digest, "Content-Length": "0"})
             rng = request.headers.get("Range")
             if rng:
                 m = re.match(r"^bytes=(\d+)-(\d*)$", rng.strip())
