@@ -124,6 +124,21 @@ def _error(status: int, code: str, message: str, detail: Any = None, headers: di
     return _json(status, {"errors": [err]}, headers)
 
 
+def _name_page(request: web.Request, names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """One page of sorted names after `last`, with docker distribution's `Link` header when more follow.
+
+    Pages are 100 names when `n` is not given (assumed, like _catalog: clients must follow Link).
+    """
+    n = _paging_n(request)
+    last = request.query.get("last")
+    start = bisect.bisect_right(names, last) if last else 0
+    page = names[start:start + n]
+    headers = {}
+    if start + n < len(names) and page:
+        headers["Link"] = _link(request.path, {"last": page[-1], "n": n})
+    return page, headers
+
+
 def _link(path: str, params: dict[str, Any]) -> str:
     return f"<{path}?{urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})}>; rel=\"next\""
 
@@ -507,14 +522,7 @@ class RegistryService:
             raise _Abort(self.unauthorized("registry:catalog:*", [{"Type": "registry", "Name": "catalog", "Action": "*"}]))
         if request.method != "GET":
             return _error(405, "UNSUPPORTED", "the catalog is read-only")
-        n = _paging_n(request)
-        names = sorted(self.reg.repositories)
-        last = request.query.get("last")
-        start = bisect.bisect_right(names, last) if last else 0
-        page = names[start:start + n]
-        headers = {}
-        if start + n < len(names) and page:
-            headers["Link"] = _link(request.path, {"last": page[-1], "n": n})
+        page, headers = _name_page(request, sorted(self.reg.repositories))
         return _json(200, {"repositories": page}, headers)
 
     # ------------------------------------------------------------------ manifests
@@ -741,14 +749,7 @@ class RegistryService:
     async def h_tags_list(self, request: web.Request, name: str) -> web.Response:
         self.require(request, name, ("pull",), "pull")
         repo = self.repo_or_404(name)
-        names = self.sorted_tags(repo)
-        n = _paging_n(request)  # assumed: pages of 100 without `n`, like _catalog (clients must follow Link)
-        last = request.query.get("last")
-        start = bisect.bisect_right(names, last) if last else 0
-        page = names[start:start + n]
-        headers = {}
-        if start + n < len(names) and page:
-            headers["Link"] = _link(request.path, {"last": page[-1], "n": n})
+        page, headers = _name_page(request, self.sorted_tags(repo))
         return _json(200, {"name": name, "tags": page}, headers)
 
     async def h_acr_tags(self, request: web.Request, name: str) -> web.Response:
