@@ -7,8 +7,14 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
+from shared.push.settings import PushSettings
+
 if TYPE_CHECKING:
     from shared.push.service import PushService
+
+# Validate every push setting when the worker indexes the app, so a bad value fails start-up with a message naming it
+# instead of failing every event (no SDK is imported for this: tests/test_function_app.py checks).
+PushSettings.from_env()
 
 bp = func.Blueprint()
 _service: PushService | None = None

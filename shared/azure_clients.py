@@ -1,4 +1,5 @@
-"""Azure client construction: one credential per process and management clients aimed at the configured ARM endpoint."""
+"""Azure client construction: one credential per process, management clients aimed at the configured ARM endpoint, and
+how their answers read (errors, SDK enums)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,15 @@ _lock = threading.Lock()
 _credential: TokenCredential | None = None
 
 
-def credential(settings: AzureSettings | None = None) -> TokenCredential:
-    """DefaultAzureCredential, created once per process (its token cache lives as long as the instance)."""
+def credential() -> TokenCredential:
+    """DefaultAzureCredential, created once per process (its token cache lives as long as the instance; a user-assigned
+    identity is chosen by AZURE_CLIENT_ID, which DefaultAzureCredential reads itself)."""
     global _credential
     with _lock:
         if _credential is None:
             from azure.identity import DefaultAzureCredential
 
-            client_id = settings.managed_identity_client_id if settings else None
-            _credential = DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
+            _credential = DefaultAzureCredential()
         return _credential
 
 
@@ -44,16 +45,47 @@ def _mgmt_kwargs(settings: AzureSettings, **kwargs: Any) -> dict[str, Any]:
 def container_service_client(settings: AzureSettings, subscription_id: str, **kwargs: Any):
     from azure.mgmt.containerservice import ContainerServiceClient
 
-    return ContainerServiceClient(credential(settings), subscription_id, **_mgmt_kwargs(settings, **kwargs))
+    return ContainerServiceClient(credential(), subscription_id, **_mgmt_kwargs(settings, **kwargs))
 
 
 def container_registry_client(settings: AzureSettings, subscription_id: str, **kwargs: Any):
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 
-    return ContainerRegistryManagementClient(credential(settings), subscription_id, **_mgmt_kwargs(settings, **kwargs))
+    return ContainerRegistryManagementClient(credential(), subscription_id, **_mgmt_kwargs(settings, **kwargs))
 
 
 def subscription_client(settings: AzureSettings, **kwargs: Any):
     from azure.mgmt.subscription import SubscriptionClient
 
-    return SubscriptionClient(credential(settings), **_mgmt_kwargs(settings, **kwargs))
+    return SubscriptionClient(credential(), **_mgmt_kwargs(settings, **kwargs))
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, readable account of an SDK error: status, ARM error code and message (or that authentication failed)."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    if is_credential_failure(exc):
+        message = str(getattr(exc, "message", None) or exc).splitlines()
+        return (f"authentication failed: {message[0] if message else type(exc).__name__} "
+                "(check the managed identity, AZURE_CLIENT_ID or `az login`)")
+    if isinstance(exc, HttpResponseError):
+        code = getattr(getattr(exc, "error", None), "code", None)
+        message = getattr(getattr(exc, "error", None), "message", None) or exc.reason or str(exc).splitlines()[0]
+        return f"{exc.status_code} {code + ': ' if code else ''}{message}"
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        return f"connection failed: {str(exc).splitlines()[0]}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def is_credential_failure(exc: BaseException) -> bool:
+    """The credential could not get a token (no HTTP answer from the service at all): not a verdict about any resource."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    return isinstance(exc, ClientAuthenticationError) and exc.status_code is None
+
+
+def wire_text(value: Any) -> str | None:
+    """SDK enums (str subclasses whose str() is `OSSKU.UBUNTU`) and plain strings alike, as the wire value."""
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))

@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -17,12 +16,6 @@ SAFE_RE = re.compile(r"[^A-Za-z0-9._/-]")
 
 class LockBusy(RuntimeError):
     """Another instance held the lock for longer than we were willing to wait (retry later)."""
-
-
-@dataclass
-class LockStats:
-    acquired: int = 0
-    waited: int = 0  # acquisitions that had to wait for another holder
 
 
 class BlobLeaseLock:
@@ -40,7 +33,6 @@ class BlobLeaseLock:
         self.lease_seconds = lease_seconds
         self.wait_seconds = lease_seconds + 5.0 if wait_seconds is None else wait_seconds
         self.poll_seconds = poll_seconds
-        self.stats = LockStats()
         self._container_ready = False
         self._guard = threading.Lock()
 
@@ -88,8 +80,6 @@ class BlobLeaseLock:
                     raise LockBusy(f"lock {key!r} is still held after {self.wait_seconds:.0f} s; retry later") from None
                 time.sleep(delay)
                 delay = min(delay * 1.5, 0.5)
-        self.stats.acquired += 1
-        self.stats.waited += int(waited)
         try:
             yield waited
         finally:

@@ -14,8 +14,8 @@ from .settings import Env, SettingsError
 
 log = logging.getLogger("autopilot.publish")
 
-EVENT_SOURCE = "/autopilot/artifact-streaming"
-MAX_BATCH_BYTES = 900_000  # under Event Grid's 1 MB per publish request, leaving room for the envelope  # CloudEvent `source` of every outcome event
+EVENT_SOURCE = "/autopilot/artifact-streaming"  # CloudEvent `source` of every outcome event
+MAX_BATCH_BYTES = 900_000  # under Event Grid's 1 MB per publish request, leaving room for the envelope
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,8 @@ class OutcomePublisher:
     Thread-safe: the underlying client is created lazily once and shared by every caller.
     """
 
-    def __init__(self, settings: TopicSettings, credential: Any | None = None) -> None:
+    def __init__(self, settings: TopicSettings) -> None:
         self.settings = settings
-        self._credential = credential
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -71,17 +70,14 @@ class OutcomePublisher:
             if self._client is None:
                 from azure.eventgrid import EventGridPublisherClient
 
-                credential = self._credential
-                if credential is None:
-                    if self.settings.key:
-                        from azure.core.credentials import AzureKeyCredential
+                if self.settings.key:
+                    from azure.core.credentials import AzureKeyCredential
 
-                        credential = AzureKeyCredential(self.settings.key)
-                    else:
-                        from .azure_clients import credential as process_credential
-                        from .settings import AzureSettings
+                    credential: Any = AzureKeyCredential(self.settings.key)
+                else:
+                    from .azure_clients import credential as process_credential
 
-                        credential = process_credential(AzureSettings.from_env())
+                    credential = process_credential()
                 self._client = EventGridPublisherClient(self.settings.endpoint, credential)
             return self._client
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -10,6 +11,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
+CONTAINER_NAME_RE = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")  # Azure's blob container naming rules
 
 
 class SettingsError(ValueError):
@@ -25,6 +27,10 @@ class Env:
 
     def __init__(self, source: Mapping[str, str] | None = None) -> None:
         self.source = os.environ if source is None else source
+
+    def is_set(self, name: str) -> bool:
+        """Whether the setting is present at all (an empty value counts: it may mean "none")."""
+        return self.source.get(name) is not None
 
     def raw(self, name: str) -> str | None:
         value = self.source.get(name)
@@ -75,6 +81,14 @@ class Env:
             raise SettingsError(name, f"{value} is above the maximum {maximum}")
         return parsed
 
+    def container_name(self, name: str, default: str) -> str:
+        """A blob container name: 3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit."""
+        value = self.str(name, default) or default
+        if not CONTAINER_NAME_RE.fullmatch(value):
+            raise SettingsError(name, f"{value!r} is not a valid blob container name (3-63 lowercase letters, digits and single "
+                                      "hyphens, starting and ending with a letter or digit)")
+        return value
+
     def list(self, name: str) -> list[str]:
         """A comma, semicolon or newline separated list; empty when unset."""
         value = self.raw(name)
@@ -94,7 +108,6 @@ class AzureSettings:
     # ACR's own audience works on every registry; ARM-audience tokens (what the az CLI sends) can be disabled per registry
     # by azureADAuthenticationAsArmPolicy, which Azure Policy enforces in many tenants.
     acr_audience: str = "https://containerregistry.azure.net"
-    managed_identity_client_id: str | None = None  # AZURE_CLIENT_ID for a user-assigned identity
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> AzureSettings:
@@ -107,5 +120,4 @@ class AzureSettings:
             arm_endpoint=endpoint.rstrip("/"),
             arm_audience=audience.rstrip("/"),
             acr_audience=(env.str("AUTOPILOT_ACR_AUDIENCE", "https://containerregistry.azure.net") or "").rstrip("/"),
-            managed_identity_client_id=env.str("AZURE_CLIENT_ID"),
         )

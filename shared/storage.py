@@ -16,6 +16,12 @@ _lock = threading.Lock()
 _clients: dict[str, BlobServiceClient] = {}
 
 
+def configured(source: Mapping[str, str] | None = None) -> bool:
+    """Whether the app's storage account is configured at all (a connection string, a blob service URI or an account name)."""
+    env = Env(source)
+    return any(env.str(k) for k in (SETTING, f"{SETTING}__blobServiceUri", f"{SETTING}__accountName"))
+
+
 def blob_service_client(source: Mapping[str, str] | None = None) -> BlobServiceClient:
     """One client per storage target per process.
 

@@ -1,11 +1,10 @@
 """ACR data-plane access for the push path: a PipelineClient with cached, thread-safe token exchange (no azure-containerregistry)."""
 
 from .auth import PROCESS_TOKEN_CACHE, AuthError, TokenCache
-from .client import STREAMING_ARTIFACT_TYPE, AcrClient, AcrError, ManifestDoc, Operation, client_for, reset_clients
+from .client import AcrClient, AcrError, ManifestDoc, Operation, client_for, reset_clients
 
 __all__ = [
     "PROCESS_TOKEN_CACHE",
-    "STREAMING_ARTIFACT_TYPE",
     "AcrClient",
     "AcrError",
     "AuthError",

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy
 from azure.core.rest import HttpRequest
@@ -80,8 +79,6 @@ class TokenCache:
         self._challenges: dict[str, Challenge] = {}
         self._locks: dict[tuple[str, ...], threading.Lock] = {}
         self._guard = threading.Lock()
-        self.exchanges = 0  # counters for tests and the benchmark
-        self.access_grants = 0
 
     def lock_for(self, key: tuple[str, ...]) -> threading.Lock:
         with self._guard:
@@ -115,7 +112,6 @@ class TokenCache:
         with self._guard:
             self._tokens.clear()
             self._challenges.clear()
-            self.exchanges = self.access_grants = 0
 
 
 PROCESS_TOKEN_CACHE = TokenCache()
@@ -169,65 +165,63 @@ class AcrTokenProvider:
             self.cache.learn(self.login_server, challenge)
         return challenge
 
-    def refresh_token(self) -> str:
-        key = (self.login_server,)
+    def _cached(self, key: tuple[str, ...], fetch: Callable[[], str]) -> str:
+        """The cached token for `key`, else `fetch()` it under the key's lock (concurrent cold callers wait for one fetch)."""
         token = self.cache.get(key)
         if token:
             return token
         with self.cache.lock_for(key):
             token = self.cache.get(key)
-            if token:
-                return token
-            aad = self._aad_token()
-            form = {"grant_type": "access_token", "service": "", "access_token": aad}
-            tenant = jwt_claims(aad).get("tid")
-            if isinstance(tenant, str):
-                form["tenant"] = tenant
-            challenge = self.cache.challenge(self.login_server)
-            form["service"] = challenge.service
-            try:
-                body = self._post_form(f"{self._origin(challenge)}/oauth2/exchange", form)
-            except AuthError as exc:
-                if exc.status not in (400, 401, 404):
-                    raise
-                learned = self._discover()
-                if learned is None or learned == challenge:
-                    raise
-                form["service"] = learned.service
-                body = self._post_form(f"{self._origin(learned)}/oauth2/exchange", form)
-            self.cache.exchanges += 1
-            token = body.get("refresh_token") if isinstance(body, dict) else None
-            if not isinstance(token, str) or not token:
-                raise AuthError(f"registry {self.login_server} returned no refresh_token from /oauth2/exchange")
-            self.cache.put(key, token)
+            if not token:
+                token = fetch()
+                self.cache.put(key, token)
             return token
 
+    def refresh_token(self) -> str:
+        return self._cached((self.login_server,), self._exchange)
+
     def access_token(self, scope: str) -> str:
-        key = (self.login_server, scope)
-        token = self.cache.get(key)
-        if token:
-            return token
-        with self.cache.lock_for(key):
-            token = self.cache.get(key)
-            if token:
-                return token
-            challenge = self.cache.challenge(self.login_server)
-            form = {"grant_type": "refresh_token", "service": challenge.service, "scope": scope, "refresh_token": self.refresh_token()}
-            try:
-                body = self._post_form(f"{self._origin(challenge)}/oauth2/token", form)
-            except AuthError as exc:
-                if exc.status != 401:
-                    raise
-                # the refresh token was revoked or expired early: exchange again once
-                self.cache.drop((self.login_server,))
-                form["refresh_token"] = self.refresh_token()
-                body = self._post_form(f"{self._origin(challenge)}/oauth2/token", form)
-            self.cache.access_grants += 1
-            token = body.get("access_token") if isinstance(body, dict) else None
-            if not isinstance(token, str) or not token:
-                raise AuthError(f"registry {self.login_server} returned no access_token for scope {scope}")
-            self.cache.put(key, token)
-            return token
+        return self._cached((self.login_server, scope), lambda: self._grant(scope))
+
+    def _exchange(self) -> str:
+        aad = self._aad_token()
+        form = {"grant_type": "access_token", "service": "", "access_token": aad}
+        tenant = jwt_claims(aad).get("tid")
+        if isinstance(tenant, str):
+            form["tenant"] = tenant
+        challenge = self.cache.challenge(self.login_server)
+        form["service"] = challenge.service
+        try:
+            body = self._post_form(f"{self._origin(challenge)}/oauth2/exchange", form)
+        except AuthError as exc:
+            if exc.status not in (400, 401, 404):
+                raise
+            learned = self._discover()
+            if learned is None or learned == challenge:
+                raise
+            form["service"] = learned.service
+            body = self._post_form(f"{self._origin(learned)}/oauth2/exchange", form)
+        token = body.get("refresh_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise AuthError(f"registry {self.login_server} returned no refresh_token from /oauth2/exchange")
+        return token
+
+    def _grant(self, scope: str) -> str:
+        challenge = self.cache.challenge(self.login_server)
+        form = {"grant_type": "refresh_token", "service": challenge.service, "scope": scope, "refresh_token": self.refresh_token()}
+        try:
+            body = self._post_form(f"{self._origin(challenge)}/oauth2/token", form)
+        except AuthError as exc:
+            if exc.status != 401:
+                raise
+            # the refresh token was revoked or expired early: exchange again once
+            self.cache.drop((self.login_server,))
+            form["refresh_token"] = self.refresh_token()
+            body = self._post_form(f"{self._origin(challenge)}/oauth2/token", form)
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise AuthError(f"registry {self.login_server} returned no access_token for scope {scope}")
+        return token
 
     def invalidate(self, scope: str, challenge_header: str | None) -> None:
         """After a 401 on a data call: forget the access token; learn the challenge if the registry sent a different one."""
@@ -265,14 +259,3 @@ class AcrAuthPolicy(HTTPPolicy):
 def repository_scope(repository: str, actions: str = "pull,push") -> str:
     return f"repository:{repository}:{actions}"
 
-
-__all__ = [
-    "PROCESS_TOKEN_CACHE",
-    "AcrAuthPolicy",
-    "AcrTokenProvider",
-    "AuthError",
-    "Challenge",
-    "HttpResponseError",
-    "TokenCache",
-    "repository_scope",
-]

@@ -26,15 +26,9 @@ from azure.core.pipeline.policies import (
 from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest, HttpResponse
 
+from ..mediatypes import MANIFEST_ACCEPT, STREAMING_ARTIFACT_TYPE
 from .auth import PROCESS_TOKEN_CACHE, AcrAuthPolicy, AcrTokenProvider, AuthError, TokenCache, repository_scope
 
-STREAMING_ARTIFACT_TYPE = "application/vnd.azure.artifact.streaming.v1"
-MANIFEST_ACCEPT = ", ".join([
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-])
 CONVERSION_BODY = {"conversionFormat": "overlaybd", "conversionVersion": "v1"}
 FAILURE_CODES = (
     "UNKNOWN_ERROR", "RESOURCE_NOT_FOUND", "UNSUPPORTED_PLATFORM", "NO_SUPPORTED_PLATFORM_FOUND", "UNSUPPORTED_MEDIATYPE",

@@ -11,12 +11,15 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
 from ..acr import ManifestDoc
+from ..azure_clients import describe_error, is_credential_failure, wire_text
+from ..mediatypes import INDEX_TYPES, SINGLE_TYPES, STREAMING_ARTIFACT_TYPE
 from ..settings import AzureSettings
-from .events import INDEX_TYPES, SINGLE_TYPES, STREAMING_ARTIFACT_TYPE, RegistryRef
-from .outcomes import R_NOT_RUNNABLE, R_PLATFORM, R_REGISTRY_INELIGIBLE, R_STREAMING_ARTIFACT, R_TOO_LARGE, TransientError
+from .events import DIGEST_RE, RegistryRef
+from .outcomes import R_MALFORMED, R_MEDIA_TYPE, R_NOT_RUNNABLE, R_PLATFORM, R_STREAMING_ARTIFACT, R_TOO_LARGE, TransientError
 
 IMAGE_CONFIG_TYPES = frozenset({"application/vnd.docker.container.image.v1+json", "application/vnd.oci.image.config.v1+json"})
 IMAGE_LAYER_PREFIXES = ("application/vnd.docker.image.rootfs.", "application/vnd.oci.image.layer.")
+AUTHENTICATION = "AUTHENTICATION"  # the credential got no token: a failure of ours, never cached as the registry's answer
 NEGATIVE_TTL_SECONDS = 60.0  # a 403/404 from ARM is re-asked sooner than a positive answer (role assignments propagate)
 
 
@@ -44,27 +47,21 @@ class RegistryInfo:
 class RegistryChecker:
     """Registry facts from ARM (azure-mgmt-containerregistry), cached per registry for `ttl_seconds`. Thread-safe."""
 
-    def __init__(self, azure: AzureSettings, ttl_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic,
-                 client_factory: Callable[[str], Any] | None = None) -> None:
+    def __init__(self, azure: AzureSettings, ttl_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.azure = azure
         self.ttl = ttl_seconds
         self.clock = clock
-        self._factory = client_factory
         self._cache: dict[str, tuple[float, RegistryInfo]] = {}
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self.arm_reads = 0
 
     def _client(self, subscription_id: str) -> Any:
         with self._lock:
             client = self._clients.get(subscription_id)
             if client is None:
-                if self._factory is not None:
-                    client = self._factory(subscription_id)
-                else:
-                    from ..azure_clients import container_registry_client
+                from ..azure_clients import container_registry_client
 
-                    client = container_registry_client(self.azure, subscription_id)
+                client = container_registry_client(self.azure, subscription_id)
                 self._clients[subscription_id] = client
             return client
 
@@ -76,37 +73,37 @@ class RegistryChecker:
         if hit and hit[0] > now:
             return hit[1]
         info = self._read(ref)
+        if info.error_code == AUTHENTICATION:
+            return info  # our credential failed: says nothing about the registry, ask ARM again next time
         ttl = NEGATIVE_TTL_SECONDS if info.error_code else self.ttl
         with self._lock:
             self._cache[key] = (now + min(ttl, self.ttl), info)
         return info
 
     def _read(self, ref: RegistryRef) -> RegistryInfo:
-        self.arm_reads += 1
         try:
             reg = self._client(ref.subscription_id).registries.get(ref.resource_group, ref.name)
         except HttpResponseError as exc:
+            if is_credential_failure(exc):
+                return RegistryInfo(ref.resource_id, ref.name, error_code=AUTHENTICATION,
+                                    error_detail=f"cannot read registry {ref.name} from ARM: {describe_error(exc)}")
             status = exc.status_code or 0
             code = (exc.error.code if exc.error else None) or str(status)
             if status in (408, 429) or status >= 500:
-                raise TransientError(f"ARM answered {status} {code} reading registry {ref.name}", code=code) from None
+                raise TransientError(f"ARM answered {describe_error(exc)} reading registry {ref.name}", code=code) from None
             hint = {
                 403: "grant the function's identity Reader (or AcrPush) on the registry",
                 404: "the registry in the event does not exist (deleted?) or the event's topic is wrong",
             }.get(status, "see the ARM error code")
-            return RegistryInfo(ref.resource_id, ref.name, error_code=code, error_detail=f"ARM answered {status} {code}: {hint}")
+            return RegistryInfo(ref.resource_id, ref.name, error_code=code, error_detail=f"ARM answered {describe_error(exc)}: {hint}")
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise TransientError(f"cannot reach ARM reading registry {ref.name}: {type(exc).__name__}", code="ARM_UNREACHABLE") from None
-        sku = reg.sku.name if reg.sku is not None else None
-        sku = getattr(sku, "value", sku)  # SDK enums: compare their wire values
         encryption = getattr(reg, "encryption", None)
-        status = getattr(encryption, "status", None)
-        status = str(getattr(status, "value", status) or "").lower()
         return RegistryInfo(
             resource_id=ref.resource_id,
             name=ref.name,
-            sku=str(sku) if sku is not None else None,
-            cmk=status == "enabled",
+            sku=wire_text(reg.sku.name if reg.sku is not None else None),
+            cmk=(wire_text(getattr(encryption, "status", None)) or "").lower() == "enabled",
             login_server=(getattr(reg, "login_server", None) or "").lower() or None,
         )
 
@@ -121,6 +118,7 @@ class ImageVerdict:
     detail: str | None = None
     is_index: bool = False
     config_digest: str | None = None  # single manifests: read this blob for os/architecture
+    child_digest: str | None = None  # an index: its linux/amd64 entry (the image ACR converts)
 
     @classmethod
     def skip(cls, reason: str, code: str, detail: str) -> ImageVerdict:
@@ -139,15 +137,23 @@ def check_manifest(manifest: ManifestDoc, max_bytes: int) -> ImageVerdict:
         return ImageVerdict.skip(R_STREAMING_ARTIFACT, "UNSUPPORTED_ARTIFACT_TYPE", "this manifest is a streaming artifact itself")
     media_type = manifest.media_type
     if media_type in INDEX_TYPES:
-        entries = [e for e in doc.get("manifests") or [] if isinstance(e, dict)]
+        listed = doc.get("manifests")
+        if not isinstance(listed, list):
+            return ImageVerdict.skip(R_MALFORMED, "MALFORMED_INDEX", f"the index's manifests is a {type(listed).__name__}, not a "
+                                     "list: push a valid image index (OCI image-index spec)")
+        entries = [e for e in listed if isinstance(e, dict)]
         amd64 = [e for e in entries if _platform(e) == "linux/amd64"]
         if not amd64:
             seen = ", ".join(sorted({_platform(e) for e in entries})) or "none"
             return ImageVerdict.skip(R_PLATFORM, "NO_SUPPORTED_PLATFORM_FOUND",
                                      f"the index has no linux/amd64 image (platforms: {seen}); only linux/amd64 can stream")
-        return ImageVerdict(ok=True, is_index=True)
+        child = amd64[0].get("digest")
+        if not isinstance(child, str) or not DIGEST_RE.match(child):
+            return ImageVerdict.skip(R_MALFORMED, "MALFORMED_INDEX", f"the index's linux/amd64 entry has no valid digest "
+                                     f"({child!r}): push a valid image index (OCI image-index spec)")
+        return ImageVerdict(ok=True, is_index=True, child_digest=child)
     if media_type not in SINGLE_TYPES:
-        return ImageVerdict.skip("media-type", "UNSUPPORTED_MEDIATYPE", f"media type {media_type!r} cannot be converted")
+        return ImageVerdict.skip(R_MEDIA_TYPE, "UNSUPPORTED_MEDIATYPE", f"media type {media_type!r} cannot be converted")
     config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
     config_type = config.get("mediaType")
     if config_type not in IMAGE_CONFIG_TYPES or doc.get("artifactType"):
@@ -172,5 +178,3 @@ def check_config(config: dict[str, Any]) -> ImageVerdict:
         return ImageVerdict.skip(R_PLATFORM, "UNSUPPORTED_PLATFORM", f"the image is {plat}; only linux/amd64 can stream")
     return ImageVerdict(ok=True)
 
-
-__all__ = ["R_REGISTRY_INELIGIBLE", "ImageVerdict", "RegistryChecker", "RegistryInfo", "check_config", "check_manifest"]

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-from azure.core.exceptions import AzureError, ClientAuthenticationError
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
 from ..acr import AcrError
 from ..settings import AzureSettings, SettingsError
@@ -56,8 +56,10 @@ def resolve_registry(text: str, azure: AzureSettings) -> tuple[RegistryRef, str 
         sub_id = sub.subscription_id
         try:
             registries = list(container_registry_client(azure, sub_id).registries.list())
-        except Exception:  # a subscription we cannot read is not where the registry is
-            continue
+        except HttpResponseError as exc:  # a subscription we may not read (403) or that is gone (404) is not where it is
+            if exc.status_code in (403, 404):
+                continue
+            raise
         for reg in registries:
             login = (reg.login_server or "").lower()
             if reg.name.lower() == wanted or login == wanted:

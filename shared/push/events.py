@@ -8,16 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-IMAGE_PUSHED_TYPES = ("Microsoft.ContainerRegistry.ImagePushed", "ImagePushed")  # the short form: older dataVersion 1.0 payloads
-STREAMING_ARTIFACT_TYPE = "application/vnd.azure.artifact.streaming.v1"
+from ..mediatypes import IMAGE_MEDIA_TYPES, STREAMING_ARTIFACT_TYPE
+from .outcomes import R_EVENT_TYPE, R_MALFORMED, R_MEDIA_TYPE, R_STREAMING_ARTIFACT, R_UNTAGGED
 
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-SINGLE_TYPES = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
-INDEX_TYPES = frozenset({DOCKER_LIST, OCI_INDEX})
-IMAGE_MEDIA_TYPES = SINGLE_TYPES | INDEX_TYPES  # the only types a conversion accepts (UNSUPPORTED_MEDIATYPE otherwise)
+IMAGE_PUSHED_TYPES = ("Microsoft.ContainerRegistry.ImagePushed", "ImagePushed")  # the short form: older dataVersion 1.0 payloads
 
 # Grammar from the OCI distribution spec; anything else cannot be a real push and is rejected before any request.
 REPOSITORY_RE = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
@@ -70,10 +64,6 @@ class ImagePushed:
     size: int | None
     pushed_at: datetime | None  # event time; RESOURCE_NOT_FOUND shortly after it is a replication delay, not a verdict
 
-    @property
-    def image(self) -> str:
-        return f"{self.repository}:{self.tag}"
-
 
 @dataclass(frozen=True)
 class Rejection:
@@ -117,7 +107,7 @@ def parse_event(raw: Any) -> ImagePushed | Rejection:
     Never raises for bad input: whatever arrives, the answer is a value.
     """
     if not isinstance(raw, Mapping):
-        return Rejection("malformed", f"the event is a {type(raw).__name__}, not a JSON object")
+        return Rejection(R_MALFORMED, f"the event is a {type(raw).__name__}, not a JSON object")
     schema = detect_schema(raw)
     if schema == "CloudEvents":
         event_id, event_type, topic, when = raw.get("id"), raw.get("type"), raw.get("source"), raw.get("time")
@@ -126,44 +116,44 @@ def parse_event(raw: Any) -> ImagePushed | Rejection:
     event_id = event_id if isinstance(event_id, str) and len(event_id) <= 256 else None
     base = {"event_id": event_id, "event_type": event_type if isinstance(event_type, str) else None}
     if not isinstance(event_type, str) or not event_type:
-        return Rejection("malformed", f"the event has no {'type' if schema == 'CloudEvents' else 'eventType'}", **base)
+        return Rejection(R_MALFORMED, f"the event has no {'type' if schema == 'CloudEvents' else 'eventType'}", **base)
     if event_type not in IMAGE_PUSHED_TYPES:
-        return Rejection("event-type", f"{_short(event_type)} is not an ImagePushed event", **base)
+        return Rejection(R_EVENT_TYPE, f"{_short(event_type)} is not an ImagePushed event", **base)
     registry = RegistryRef.parse(topic) if isinstance(topic, str) else None
     if registry is None:
         field = "source" if schema == "CloudEvents" else "topic"
-        return Rejection("malformed", f"{field} {_short(topic)} is not a container registry resource ID", **base)
+        return Rejection(R_MALFORMED, f"{field} {_short(topic)} is not a container registry resource ID", **base)
     base["registry"] = registry.name
     data = raw.get("data")
     if not isinstance(data, Mapping):
-        return Rejection("malformed", f"data is a {type(data).__name__}, not an object", **base)
+        return Rejection(R_MALFORMED, f"data is a {type(data).__name__}, not an object", **base)
     target = data.get("target")
     if not isinstance(target, Mapping):
-        return Rejection("malformed", "data.target is missing or not an object", **base)
+        return Rejection(R_MALFORMED, "data.target is missing or not an object", **base)
     repository, tag, digest = target.get("repository"), target.get("tag"), target.get("digest")
     media_type, size = target.get("mediaType"), target.get("size", target.get("length"))
     if not isinstance(repository, str) or len(repository) > MAX_REPOSITORY or not REPOSITORY_RE.match(repository):
-        return Rejection("malformed", f"data.target.repository {_short(repository)} is not a repository name", **base)
+        return Rejection(R_MALFORMED, f"data.target.repository {_short(repository)} is not a repository name", **base)
     base["repository"] = repository
     if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-        return Rejection("malformed", f"data.target.digest {_short(digest)} is not a sha256/sha512 digest", **base)
+        return Rejection(R_MALFORMED, f"data.target.digest {_short(digest)} is not a sha256/sha512 digest", **base)
     base["digest"] = digest
     if tag is None or tag == "":
-        return Rejection("untagged", "pushed by digest (no tag): streaming follows tags, and this may be an artifact's own push", **base)
+        return Rejection(R_UNTAGGED, "pushed by digest (no tag): streaming follows tags, and this may be an artifact's own push", **base)
     if not isinstance(tag, str) or not TAG_RE.match(tag):
-        return Rejection("malformed", f"data.target.tag {_short(tag)} is not a valid tag", **base)
+        return Rejection(R_MALFORMED, f"data.target.tag {_short(tag)} is not a valid tag", **base)
     base["tag"] = tag
     artifact_type = target.get("artifactType")
     if artifact_type == STREAMING_ARTIFACT_TYPE:
-        return Rejection("streaming-artifact", "this push is a streaming artifact itself", **base)
+        return Rejection(R_STREAMING_ARTIFACT, "this push is a streaming artifact itself", **base)
     if not isinstance(media_type, str) or media_type not in IMAGE_MEDIA_TYPES:
-        return Rejection("media-type", f"media type {_short(media_type)} is not a container image manifest or index", **base)
+        return Rejection(R_MEDIA_TYPE, f"media type {_short(media_type)} is not a container image manifest or index", **base)
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-        return Rejection("malformed", f"data.target.size {_short(size)} is not a byte count", **base)
+        return Rejection(R_MALFORMED, f"data.target.size {_short(size)} is not a byte count", **base)
     request = data.get("request")
     host = request.get("host") if isinstance(request, Mapping) else None
     if host is not None and (not isinstance(host, str) or not HOST_RE.match(host)):
-        return Rejection("malformed", f"data.request.host {_short(host)} is not a host name", **base)
+        return Rejection(R_MALFORMED, f"data.request.host {_short(host)} is not a host name", **base)
     pushed_at = _parse_time(when) or _parse_time(data.get("timestamp"))
     return ImagePushed(
         event_id=event_id or "",

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..settings import SettingsError
-from .events import REGISTRY_ID_RE, RegistryRef
+from .events import RegistryRef
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,10 @@ class RegistryAllowList:
     def empty(self) -> bool:
         return not self.resource_ids and not self.login_servers and not self.names
 
+    def may_allow(self, registry: RegistryRef) -> bool:
+        """False only when the registry is certainly not allowed (the login servers are matched after ARM names its own)."""
+        return bool(self.login_servers) or self.allows(registry, None)
+
     def allows(self, registry: RegistryRef, login_server: str | None) -> bool:
         if self.empty:
             return True
@@ -89,5 +93,3 @@ class ImageFilter:
             return f"{repository}:{tag} matches no include filter ({', '.join(map(str, self.include))})"
         return None
 
-
-__all__ = ["REGISTRY_ID_RE", "ImageFilter", "ImageGlob", "RegistryAllowList"]

@@ -60,11 +60,6 @@ class Outcome:
         if self.outcome not in KINDS:
             raise ValueError(f"unknown outcome {self.outcome!r}")
 
-    @property
-    def acted(self) -> bool:
-        """True when a conversion was started (or reused) for this image."""
-        return self.outcome in (CREATED, IN_PROGRESS)
-
     def with_(self, **changes: Any) -> Outcome:
         return replace(self, **changes)
 

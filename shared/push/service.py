@@ -5,21 +5,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from ..acr import STREAMING_ARTIFACT_TYPE, AcrClient, AcrError, Operation, TokenCache, client_for
+from ..acr import AcrClient, AcrError, Operation, TokenCache, client_for
 from ..locks import LockBusy
 from ..logs import log_event
+from ..mediatypes import STREAMING_ARTIFACT_TYPE
 from ..publish import OutcomePublisher
 from ..settings import Env
 from . import outcomes as o
 from .checks import RegistryChecker, check_config, check_manifest
-from .events import INDEX_TYPES, ImagePushed, RegistryRef, Rejection, parse_event
+from .events import ImagePushed, RegistryRef, Rejection, parse_event
 from .outcomes import Outcome, TransientError
 from .settings import PushSettings
 
@@ -39,42 +39,30 @@ class ImageTarget:
     digest: str | None  # None: resolve `tag` first (operator CLI)
     tag: str | None = None
     login_server: str | None = None
-    media_type: str | None = None  # known from the event: lets an index skip the referrers-first path
     pushed_at: datetime | None = None
     event_id: str | None = None
     fresh_push: bool = False  # from an ImagePushed event (ACR's auto-conversion applies to new pushes only)
 
     @classmethod
     def from_event(cls, event: ImagePushed) -> ImageTarget:
-        return cls(event.registry, event.repository, event.digest, event.tag, event.login_server, event.media_type,
-                   event.pushed_at, event.event_id, fresh_push=True)
+        return cls(event.registry, event.repository, event.digest, event.tag, event.login_server, event.pushed_at,
+                   event.event_id, fresh_push=True)
 
 
 class PushService:
     """Build once per instance (`PushService.from_env()`), share across invocations; every method is thread-safe.
 
-    Collaborators are injectable so tests can run several "instances" in one process (separate services, separate caches).
+    The token cache and publisher are injectable so tests can run several "instances" in one process (separate caches).
     """
 
-    def __init__(
-        self,
-        settings: PushSettings,
-        *,
-        registries: RegistryChecker | None = None,
-        locks: Any | None = None,
-        publisher: OutcomePublisher | None = None,
-        token_cache: TokenCache | None = None,
-        aad_token: Callable[[], str] | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, settings: PushSettings, *, publisher: OutcomePublisher | None = None,
+                 token_cache: TokenCache | None = None) -> None:
         self.settings = settings
-        self.registries = registries or RegistryChecker(settings.azure, settings.registry_cache_seconds)
-        self._locks = locks
+        self.registries = RegistryChecker(settings.azure, settings.registry_cache_seconds)
+        self._locks: Any = None
         self._locks_guard = threading.Lock()
         self.publisher = publisher
         self.token_cache = token_cache
-        self._aad_token = aad_token or self._default_aad_token
-        self.clock = clock
         self._repo_settings: dict[tuple[str, str], tuple[float, bool]] = {}  # (login server, repo) -> (expires, auto-converts)
         self._repo_guard = threading.Lock()
 
@@ -85,10 +73,10 @@ class PushService:
         return cls(settings, **kwargs)
 
     # ------------------------------------------------------------------ collaborators
-    def _default_aad_token(self) -> str:
+    def _aad_token(self) -> str:
         from ..azure_clients import credential
 
-        return credential(self.settings.azure).get_token(f"{self.settings.azure.acr_audience}/.default").token
+        return credential().get_token(f"{self.settings.azure.acr_audience}/.default").token
 
     @property
     def locks(self) -> Any:
@@ -112,7 +100,7 @@ class PushService:
         if isinstance(parsed, Rejection):
             outcome = o.skipped(parsed.reason, parsed.detail, event_id=parsed.event_id, registry=parsed.registry,
                                 repository=parsed.repository, tag=parsed.tag, digest=parsed.digest)
-        elif not self.settings.registries.allows(parsed.registry, parsed.login_server):
+        elif not self.settings.registries.may_allow(parsed.registry):  # by resource ID or name; login servers after ARM answers
             outcome = o.skipped(o.R_REGISTRY_NOT_ALLOWED, f"registry {parsed.registry.name} is not in AUTOPILOT_PUSH_REGISTRIES",
                                 **self._ids(ImageTarget.from_event(parsed)))
         elif (why := self.settings.filters.decide(parsed.repository, parsed.tag)) is not None:
@@ -158,7 +146,7 @@ class PushService:
         """Whether the push is recent enough that 'not found' may only be replication lag."""
         if target.pushed_at is None:
             return True
-        age = self.clock() - target.pushed_at.astimezone(UTC).timestamp()
+        age = time.time() - target.pushed_at.astimezone(UTC).timestamp()
         return age < self.settings.not_found_window_seconds
 
     def _not_found(self, target: ImageTarget, what: str) -> Outcome:
@@ -169,7 +157,7 @@ class PushService:
     def _stream(self, target: ImageTarget, wait_seconds: float, report: bool) -> Outcome:
         info = self.registries.info(target.registry)
         if target.fresh_push and not self.settings.registries.allows(target.registry, info.login_server):
-            # the event's host matched the allow-list but ARM says this registry's login server is another one
+            # the one allow-list decision by login server: ARM's, never the event's request.host
             return o.skipped(o.R_REGISTRY_NOT_ALLOWED, f"registry {target.registry.name} ({info.login_server}) is not in "
                              "AUTOPILOT_PUSH_REGISTRIES", **self._ids(target))
         if info.error_code:
@@ -187,10 +175,10 @@ class PushService:
         repo = target.repository
         ids = self._ids(target)
 
-        # Cheapest exit first: a single-platform push that already streams costs one request.
+        # Cheapest exit first: an image (or index) that already streams costs one request. ACR attaches the streaming artifact
+        # to the digest the conversion was asked for, an index included (docs/push-path.md: inferred from a capture).
         digest = target.digest
-        known_single = digest is not None and target.media_type is not None and target.media_type not in INDEX_TYPES
-        if known_single and self._streams(acr, target, digest):
+        if digest is not None and self._streams(acr, target, digest):
             return Outcome(o.ALREADY_STREAMING, detail="a streaming artifact refers to this digest", **ids)
 
         try:
@@ -199,24 +187,17 @@ class PushService:
             if exc.status == 404:
                 return self._not_found(target, f"manifest {repo}@{digest or target.tag}")
             raise
-        if digest is None:
+        if digest is None:  # the operator CLI by tag: the tag's digest is known now
             digest = manifest.digest
-            target = ImageTarget(target.registry, repo, digest, target.tag, login_server, manifest.media_type, target.pushed_at,
-                                 target.event_id, target.fresh_push)
+            target = ImageTarget(target.registry, repo, digest, target.tag, login_server, target.pushed_at, target.event_id,
+                                 target.fresh_push)
             ids = self._ids(target)
+            if self._streams(acr, target, digest):
+                return Outcome(o.ALREADY_STREAMING, detail="a streaming artifact refers to this digest", **ids)
         verdict = check_manifest(manifest, self.settings.max_image_bytes)
         if not verdict.ok:
             return o.skipped(verdict.reason or "unsupported", verdict.detail or "", code=verdict.code, **ids)
-        if verdict.is_index:
-            # ACR converts the index's linux/amd64 child and attaches the artifact to it: check referrers there.
-            child = next(e["digest"] for e in manifest.doc["manifests"]
-                         if isinstance(e, dict) and (e.get("platform") or {}).get("os") == "linux"
-                         and (e.get("platform") or {}).get("architecture") == "amd64")
-            if self._streams(acr, target, child):
-                return Outcome(o.ALREADY_STREAMING, detail=f"a streaming artifact refers to the linux/amd64 image {child}", **ids)
-        else:
-            if not known_single and self._streams(acr, target, digest):
-                return Outcome(o.ALREADY_STREAMING, detail="a streaming artifact refers to this digest", **ids)
+        if not verdict.is_index:
             try:
                 config = acr.blob_json(repo, verdict.config_digest or "")
             except AcrError as exc:
@@ -323,15 +304,16 @@ class PushService:
 
     # ------------------------------------------------------------------ operator helpers
     def list_referrers(self, target: ImageTarget) -> list[dict[str, Any]]:
-        """Streaming referrers of an image (of its linux/amd64 child for an index), for the CLI and the demo."""
-        info = self.registries.info(target.registry)
-        acr = self.acr(info.login_server or target.login_server or "")
-        manifest = acr.manifest(target.repository, target.digest or target.tag or "")
-        digest = manifest.digest
-        if manifest.media_type in INDEX_TYPES:
-            for e in manifest.doc.get("manifests") or []:
-                plat = e.get("platform") or {}
-                if plat.get("os") == "linux" and plat.get("architecture") == "amd64":
-                    digest = e["digest"]
-        return acr.referrers(target.repository, digest, STREAMING_ARTIFACT_TYPE)
+        """Streaming referrers of an image or index (ACR attaches them to the pushed digest), for the CLI and the demo.
 
+        Raises AcrError when ARM refused the registry read (with ARM's code and what to do).
+        """
+        info = self.registries.info(target.registry)
+        if info.error_code:
+            raise AcrError(info.error_detail or "ARM refused the registry read", code=info.error_code)
+        login_server = info.login_server or target.login_server
+        if not login_server:
+            raise AcrError("neither ARM nor --registry gave the registry's login server", code="NO_LOGIN_SERVER")
+        acr = self.acr(login_server)
+        digest = target.digest or acr.manifest(target.repository, target.tag or "").digest
+        return acr.referrers(target.repository, digest, STREAMING_ARTIFACT_TYPE)

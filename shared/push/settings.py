@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..publish import TopicSettings
-from ..settings import AzureSettings, Env, SettingsError
+from ..settings import AzureSettings, Env
 from .filters import ImageFilter, ImageGlob, RegistryAllowList
 
 GB = 1024**3
@@ -40,9 +40,6 @@ class PushSettings:
         env = env or Env()
         include = tuple(ImageGlob.parse(g, "AUTOPILOT_PUSH_INCLUDE") for g in env.list("AUTOPILOT_PUSH_INCLUDE"))
         exclude = tuple(ImageGlob.parse(g, "AUTOPILOT_PUSH_EXCLUDE") for g in env.list("AUTOPILOT_PUSH_EXCLUDE"))
-        container = env.str("AUTOPILOT_PUSH_LOCK_CONTAINER", "autopilot-locks") or "autopilot-locks"
-        if not (3 <= len(container) <= 63) or not container.replace("-", "").isalnum() or container != container.lower():
-            raise SettingsError("AUTOPILOT_PUSH_LOCK_CONTAINER", f"{container!r} is not a blob container name (3-63 lowercase letters, digits, -)")
         return cls(
             mode=env.choice("AUTOPILOT_PUSH_MODE", ("enforce", "report"), "enforce"),
             registries=RegistryAllowList.parse(env.list("AUTOPILOT_PUSH_REGISTRIES"), "AUTOPILOT_PUSH_REGISTRIES"),
@@ -51,7 +48,7 @@ class PushSettings:
             wait_seconds=env.number("AUTOPILOT_PUSH_WAIT_SECONDS", 0.0, float, minimum=0, maximum=540),
             registry_cache_seconds=env.number("AUTOPILOT_PUSH_REGISTRY_CACHE_SECONDS", 300.0, float, minimum=0, maximum=86_400),
             lock_seconds=env.number("AUTOPILOT_PUSH_LOCK_SECONDS", 30, int, minimum=15, maximum=60),
-            lock_container=container,
+            lock_container=env.container_name("AUTOPILOT_PUSH_LOCK_CONTAINER", "autopilot-locks"),
             not_found_window_seconds=env.number("AUTOPILOT_PUSH_NOT_FOUND_WINDOW_SECONDS", 300.0, float, minimum=0, maximum=86_400),
             request_timeout_seconds=env.number("AUTOPILOT_PUSH_TIMEOUT_SECONDS", 30.0, float, minimum=1, maximum=300),
             http_retries=env.number("AUTOPILOT_PUSH_HTTP_RETRIES", 4, int, minimum=0, maximum=10),

@@ -13,6 +13,7 @@ import requests
 
 from emulator import Emulator
 from emulator.funchost import FunctionsHost
+from emulator.services.eventgrid import build_system_event
 from shared.acr import PROCESS_TOKEN_CACHE, reset_clients
 
 SUB_ID = "5d1c7e00-0000-4000-8000-00000000b001"
@@ -40,6 +41,21 @@ def scenario(images: list[dict[str, Any]] | None = None, faults: list[dict[str, 
             ],
         }],
     }
+
+
+def event_for(emu: Emulator, digest: str, tag: str, schema: str = "EventGridSchema", repository: str = "app",
+              registry: str = PREMIUM) -> dict[str, Any]:
+    """The event ACR would send for `repository:tag` → `digest` (built by the emulator's own Event Grid)."""
+    reg = emu.world.registries[registry]
+    manifest = reg.repositories[repository].manifests[digest]
+    emitted = {"repository": repository, "digest": digest, "mediaType": manifest.media_type, "size": manifest.size,
+               "length": manifest.size, "tag": tag}
+    return build_system_event("ImagePushed", reg, emitted).render(schema)
+
+
+def registry_requests(emu: Emulator, mark: int, registry: str = PREMIUM) -> list[tuple[str, str]]:
+    """(method, path) of the requests to one registry since `mark` (`emu.request_mark()`)."""
+    return [(r["method"], r["path"]) for r in emu.requests_since(mark, service="acr") if r["host"] == registry]
 
 
 def reset_instance() -> None:
@@ -100,7 +116,7 @@ class Stack:
             return list(repo.operations_for(digest)) if repo else []
 
     def referrers(self, digest: str, registry: str = PREMIUM, repository: str = "app") -> list[Any]:
-        """Streaming referrers whose subject is `digest` (for an index, pass its linux/amd64 child)."""
+        """Streaming referrers whose subject is `digest` (ACR attaches an index's artifact to the index itself)."""
         with self.emu.world.lock:
             repo = self.registry(registry).repositories.get(repository)
             if repo is None:

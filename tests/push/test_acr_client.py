@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -10,8 +11,7 @@ from shared.azure_clients import credential
 from shared.push.service import PushService
 from shared.settings import AzureSettings
 
-from .conftest import PREMIUM, scenario
-from .test_budget_and_concurrency import event_for, registry_requests
+from .conftest import CMK, PREMIUM, event_for, registry_requests, scenario
 
 IMAGES = [{"tags": ["v1"], "layers_mb": [2], "seed": "client"}]
 
@@ -112,29 +112,43 @@ def test_throttling_is_retried_inside_the_pipeline(make_emulator):
 def test_a_forged_event_host_never_receives_the_identity_token(make_emulator, azurite):
     """The login server comes from ARM; an event naming another host is processed against the real registry."""
     emu = make_emulator(scenario(IMAGES))
-    from .conftest import Stack
-
-    stack = Stack(emu, host=None)  # type: ignore[arg-type]
-    digest = stack.registry().repositories["app"].tags["v1"].digest
-    event = event_for(stack, digest, "v1")
+    digest = emu.world.registries[PREMIUM].repositories["app"].tags["v1"].digest
+    event = event_for(emu, digest, "v1")
     event["data"]["request"]["host"] = "127.0.0.1:9"  # nothing listens there; a token sent there would be lost
     service = PushService.from_env(token_cache=TokenCache())
     mark = emu.request_mark()
     outcome = service.handle_event(event)
     assert outcome.outcome == "created"
-    assert registry_requests(stack, mark)[0] == ("POST", "/oauth2/exchange")
+    assert registry_requests(emu, mark)[0] == ("POST", "/oauth2/exchange")
 
 
 def test_allow_list_by_login_server_trusts_arm_not_the_event_host(make_emulator, monkeypatch):
     emu = make_emulator(scenario(IMAGES))
-    from .conftest import CMK, Stack
-
-    stack = Stack(emu, host=None)  # type: ignore[arg-type]
-    digest = stack.registry().repositories["app"].tags["v1"].digest
-    monkeypatch.setenv("AUTOPILOT_PUSH_REGISTRIES", stack.registry().login_server)
+    premium = emu.world.registries[PREMIUM]
+    digest = premium.repositories["app"].tags["v1"].digest
+    monkeypatch.setenv("AUTOPILOT_PUSH_REGISTRIES", premium.login_server)
     service = PushService.from_env(token_cache=TokenCache())
-    assert service.handle_event(event_for(stack, digest, "v1")).outcome == "created"
-    forged = event_for(stack, digest, "v1")
+    assert service.handle_event(event_for(emu, digest, "v1")).outcome == "created"
+    forged = event_for(emu, digest, "v1")
     forged["topic"] = emu.world.registries[CMK].resource_id  # another registry, claiming the allowed host
     outcome = service.handle_event(forged)
     assert (outcome.outcome, outcome.reason) == ("skipped", "registry-not-allowed")
+
+
+def test_a_credential_failure_is_authentication_and_not_cached_as_the_registry_verdict(make_emulator, azurite, monkeypatch):
+    """The identity endpoint refuses us (wrong IDENTITY_HEADER): no ARM answer at all, so no "ARM answered 0 0" and nothing
+    cached about the registry; once the credential works again the same service acts on the next delivery."""
+    from shared.azure_clients import reset_credential
+
+    emu = make_emulator(scenario(IMAGES))
+    digest = emu.world.registries[PREMIUM].repositories["app"].tags["v1"].digest
+    service = PushService.from_env(token_cache=TokenCache())
+    good_header = os.environ["IDENTITY_HEADER"]
+    monkeypatch.setenv("IDENTITY_HEADER", "wrong")
+    reset_credential()
+    outcome = service.handle_event(event_for(emu, digest, "v1"))
+    assert (outcome.outcome, outcome.code) == ("failed", "AUTHENTICATION"), outcome
+    assert "authentication failed" in (outcome.detail or "") and "ARM answered" not in (outcome.detail or "")
+    monkeypatch.setenv("IDENTITY_HEADER", good_header)
+    reset_credential()
+    assert service.handle_event(event_for(emu, digest, "v1")).outcome == "created"

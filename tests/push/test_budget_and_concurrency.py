@@ -8,31 +8,17 @@ from typing import Any
 
 import pytest
 
-from emulator.services.eventgrid import build_system_event
 from shared.acr import TokenCache
 from shared.push.service import PushService
 
-from .conftest import FUNCTION, PREMIUM, Stack, reset_instance
-
-
-def event_for(stack: Stack, digest: str, tag: str, schema: str = "EventGridSchema", repository: str = "app") -> dict[str, Any]:
-    """The event ACR would send for `repository:tag` → `digest` (built by the emulator's own Event Grid)."""
-    reg = stack.registry()
-    manifest = reg.repositories[repository].manifests[digest]
-    emitted = {"repository": repository, "digest": digest, "mediaType": manifest.media_type, "size": manifest.size,
-               "length": manifest.size, "tag": tag}
-    return build_system_event("ImagePushed", reg, emitted).render(schema)
-
-
-def registry_requests(stack: Stack, mark: int) -> list[tuple[str, str]]:
-    return [(r["method"], r["path"]) for r in stack.emu.requests_since(mark, service="acr") if r["host"] == PREMIUM]
+from .conftest import FUNCTION, Stack, event_for, registry_requests, reset_instance
 
 
 def invoke(stack: Stack, event: dict[str, Any]) -> list[tuple[str, str]]:
     mark = stack.emu.request_mark()
     inv = stack.host.invoke_event(FUNCTION, event)
     assert inv.succeeded, inv.exception
-    return registry_requests(stack, mark)
+    return registry_requests(stack.emu, mark)
 
 
 def test_request_budget_per_event(push_stack):
@@ -48,37 +34,41 @@ def test_request_budget_per_event(push_stack):
     digest = {name: rec.digest for name, rec in tags.items()}
 
     # a cold instance: the first event adds only the token exchange (exchange + token), no /v2/ challenge
-    cold = invoke(stack, event_for(stack, digest["streaming-1"], "streaming-1"))
+    cold = invoke(stack, event_for(stack.emu, digest["streaming-1"], "streaming-1"))
     assert cold == [("POST", "/oauth2/exchange"), ("POST", "/oauth2/token"),
                     ("GET", f"/v2/app/referrers/{digest['streaming-1']}")]
     # warm, already streaming: 1 request
-    warm = invoke(stack, event_for(stack, digest["streaming-2"], "streaming-2", schema="CloudEventSchemaV1_0"))
+    warm = invoke(stack, event_for(stack.emu, digest["streaming-2"], "streaming-2", schema="CloudEventSchemaV1_0"))
     assert warm == [("GET", f"/v2/app/referrers/{digest['streaming-2']}")]
     # the first write in a repository also reads its auto-conversion setting once (cached per repository, like its token)
-    first = invoke(stack, event_for(stack, digest["new-first"], "new-first"))
+    first = invoke(stack, event_for(stack.emu, digest["new-first"], "new-first"))
     assert ("GET", "/acr/v1/app/_streaming") in first and len(first) == 6
     # warm, new single-platform image: referrers, manifest, config blob, operation check, create = 5
-    single = invoke(stack, event_for(stack, digest["new-single"], "new-single"))
+    single = invoke(stack, event_for(stack.emu, digest["new-single"], "new-single"))
     assert [m for m, _ in single] == ["GET", "GET", "GET", "GET", "POST"] and len(single) <= 5
     assert single[0] == ("GET", f"/v2/app/referrers/{digest['new-single']}")
     assert single[1][1].startswith("/v2/app/manifests/") and single[2][1].startswith("/v2/app/blobs/")
     assert single[3] == ("GET", f"/acr/v1/app/_streaming/{digest['new-single']}")
-    # warm, new index: manifest, referrers of its linux/amd64 child, operation check, create = 4
-    index = invoke(stack, event_for(stack, digest["new-index"], "new-index"))
-    assert len(index) == 4 and index[0][1] == f"/v2/app/manifests/{digest['new-index']}"
-    assert index[3] == ("POST", f"/acr/v1/app/_streaming/{digest['new-index']}")
+    # warm, new index: referrers of the index, manifest, operation check, create = 4
+    index = invoke(stack, event_for(stack.emu, digest["new-index"], "new-index"))
+    assert index == [("GET", f"/v2/app/referrers/{digest['new-index']}"), ("GET", f"/v2/app/manifests/{digest['new-index']}"),
+                     ("GET", f"/acr/v1/app/_streaming/{digest['new-index']}"), ("POST", f"/acr/v1/app/_streaming/{digest['new-index']}")]
+    # warm, index already streaming (ACR attached the artifact to the index): 1 request
+    stack.settle()
+    streaming_index = invoke(stack, event_for(stack.emu, digest["new-index"], "new-index", schema="CloudEventSchemaV1_0"))
+    assert streaming_index == [("GET", f"/v2/app/referrers/{digest['new-index']}")]
     # a fresh instance (new process: empty caches) pays the exchange again, and only that
     reset_instance()
-    again = invoke(stack, event_for(stack, digest["streaming-1"], "streaming-1"))
+    again = invoke(stack, event_for(stack.emu, digest["streaming-1"], "streaming-1"))
     assert again[:2] == [("POST", "/oauth2/exchange"), ("POST", "/oauth2/token")] and len(again) == 3
-    assert not any(path == "/v2/" for _m, path in cold + warm + first + single + index + again)
+    assert not any(path == "/v2/" for _m, path in cold + warm + first + single + index + streaming_index + again)
 
 
 def test_parallel_deliveries_on_separate_instances_create_exactly_one_conversion(push_stack):
     """CI pushes app:1.4.2 and app:latest together; Event Grid also repeats itself: 8 deliveries, 4 instances, one digest."""
     stack = push_stack(images=[{"tags": ["1.4.2", "latest"], "layers_mb": [3, 4], "seed": "ci"}])
     digest = stack.registry().repositories["app"].tags["1.4.2"].digest
-    events = [event_for(stack, digest, tag, schema) for tag in ("1.4.2", "latest")
+    events = [event_for(stack.emu, digest, tag, schema) for tag in ("1.4.2", "latest")
               for schema in ("EventGridSchema", "CloudEventSchemaV1_0")] * 2
     # each "instance" has its own service and its own token cache; they share only the storage account (the lock)
     instances = [PushService.from_env(token_cache=TokenCache()) for _ in range(4)]
@@ -129,7 +119,7 @@ def test_faults_and_triple_delivery_lose_nothing_and_duplicate_nothing(push_stac
         assert len(stack.referrers(digest)) == 1, digest
     index = json.loads(stack.registry().repositories["app"].manifests[multi].content)
     amd64 = next(m["digest"] for m in index["manifests"] if m["platform"]["architecture"] == "amd64")
-    assert len(stack.operations(multi)) == 1 and len(stack.referrers(amd64)) == 1
+    assert len(stack.operations(multi)) == 1 and len(stack.referrers(multi)) == 1 and stack.referrers(amd64) == []
     assert stack.operations(arm) == []
     failed_deliveries = [a for a in stack.eventgrid.delivery_attempts() if a.status == 500]
     if http_retries == "0":

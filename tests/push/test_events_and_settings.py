@@ -109,6 +109,11 @@ def test_filters_exclude_wins_and_include_narrows():
     ({"AUTOPILOT_PUSH_WAIT_SECONDS": "-1"}, "AUTOPILOT_PUSH_WAIT_SECONDS"),
     ({"AUTOPILOT_PUSH_LOCK_SECONDS": "5"}, "AUTOPILOT_PUSH_LOCK_SECONDS"),
     ({"AUTOPILOT_PUSH_LOCK_CONTAINER": "Bad_Name"}, "AUTOPILOT_PUSH_LOCK_CONTAINER"),
+    ({"AUTOPILOT_PUSH_LOCK_CONTAINER": "-locks"}, "AUTOPILOT_PUSH_LOCK_CONTAINER"),  # Azure answers 400 to each of these
+    ({"AUTOPILOT_PUSH_LOCK_CONTAINER": "locks-"}, "AUTOPILOT_PUSH_LOCK_CONTAINER"),
+    ({"AUTOPILOT_PUSH_LOCK_CONTAINER": "a--b"}, "AUTOPILOT_PUSH_LOCK_CONTAINER"),
+    ({"AUTOPILOT_PUSH_LOCK_CONTAINER": "ab"}, "AUTOPILOT_PUSH_LOCK_CONTAINER"),
+    ({"AUTOPILOT_ARM_ENDPOINT": "http://management.example"}, "AUTOPILOT_ARM_ENDPOINT"),
     ({"AUTOPILOT_TOPIC_KEY": "k"}, "AUTOPILOT_TOPIC_KEY"),
     ({"AUTOPILOT_TOPIC_ENDPOINT": "http://plain"}, "AUTOPILOT_TOPIC_ENDPOINT"),
 ])
@@ -159,9 +164,45 @@ def test_image_checks():
     assert check_config({"os": "windows", "architecture": "amd64"}).code == "UNSUPPORTED_PLATFORM"
 
 
+@pytest.mark.parametrize("entries", [
+    [{"digest": "sha256:" + "a" * 64, "platform": "linux/amd64"}],  # platform as a string
+    [{"platform": {"os": "linux", "architecture": "amd64"}}],  # amd64 entry without a digest
+    [{"digest": 7, "platform": {"os": "linux", "architecture": "amd64"}}],
+    {"linux/amd64": "sha256:" + "a" * 64},  # manifests is not a list
+    "sha256:" + "a" * 64,
+    42,
+])
+def test_a_malformed_index_is_a_skip_that_says_what_is_wrong(entries):
+    v = check_manifest(manifest({"manifests": entries}, "application/vnd.oci.image.index.v1+json"), 10**12)
+    assert not v.ok and v.child_digest is None
+    assert v.reason in ("malformed", "platform") and v.detail
+
+
+def test_an_index_verdict_names_its_linux_amd64_image():
+    amd64 = "sha256:" + "c" * 64
+    index = {"manifests": [{"digest": "sha256:" + "a" * 64, "platform": {"os": "linux", "architecture": "arm64"}},
+                           {"digest": amd64, "platform": {"os": "linux", "architecture": "amd64"}}]}
+    v = check_manifest(manifest(index, "application/vnd.oci.image.index.v1+json"), 10**12)
+    assert (v.ok, v.is_index, v.child_digest) == (True, True, amd64)
+
+
 def test_outcomes_are_values_with_distinct_exit_codes():
     assert set(EXIT_CODES) == set(KINDS)
     assert len({EXIT_CODES[k] for k in ("already-streaming", "skipped", "failed")}) == 3
     with pytest.raises(ValueError):
         Outcome("maybe")
     assert Outcome("already-streaming").event_type == "Autopilot.ArtifactStreaming.AlreadyStreaming"
+
+
+def test_bad_push_settings_fail_the_function_at_start_up(monkeypatch):
+    import importlib
+
+    import functions.push
+
+    for name, value in (("AUTOPILOT_PUSH_LOCK_CONTAINER", "-locks"), ("AUTOPILOT_ARM_ENDPOINT", "http://management.example"),
+                        ("AUTOPILOT_TOPIC_ENDPOINT", "topic.example")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SettingsError, match=f"setting {name}: "):
+            importlib.reload(functions.push)
+        monkeypatch.delenv(name)
+    importlib.reload(functions.push)  # leave the module importable for whoever imports it next

@@ -5,17 +5,16 @@ from __future__ import annotations
 import threading
 
 import pytest
-from azure.storage.blob import BlobServiceClient
 
 from shared.locks import BlobLeaseLock, LockBusy
 from shared.push.outcomes import TransientError
+from shared.storage import blob_service_client
 
-from .conftest import FUNCTION
-from .test_budget_and_concurrency import event_for
+from .conftest import FUNCTION, event_for
 
 
 def test_a_held_lease_makes_other_holders_wait_then_give_up(azurite):
-    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    service = blob_service_client({"AzureWebJobsStorage": azurite.connection_string})
     first = BlobLeaseLock(service, "locks-test", lease_seconds=15)
     impatient = BlobLeaseLock(service, "locks-test", lease_seconds=15, wait_seconds=0.3)
     inside = threading.Event()
@@ -44,7 +43,7 @@ def test_a_held_lease_makes_other_holders_wait_then_give_up(azurite):
 def test_manifest_not_found_is_retried_soon_after_the_push_and_skipped_later(push_stack):
     stack = push_stack(images=[{"tags": ["v1"], "layers_mb": [2], "seed": "nf"}])
     digest = stack.registry().repositories["app"].tags["v1"].digest
-    event = event_for(stack, digest, "v1")
+    event = event_for(stack.emu, digest, "v1")
     missing = "sha256:" + "0" * 64
     event["data"]["target"]["digest"] = missing  # e.g. a geo-replica that has not received the manifest yet
     inv = stack.host.invoke_event(FUNCTION, event)  # eventTime is now: replication lag is plausible

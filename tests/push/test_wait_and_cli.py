@@ -77,3 +77,17 @@ def test_cli_without_a_usable_identity_says_so_without_a_traceback(make_emulator
     reset_credential()
     code, out, err = cli("--registry", PREMIUM, "--image", "app:v1")
     assert code == 2 and "cannot get a token" in err and "Traceback" not in err + out
+
+
+def test_cli_does_not_hide_an_arm_refusal_behind_no_such_registry(make_emulator):
+    """A 401 listing a subscription's registries is an authentication failure, not 'no registry with that name'."""
+    make_emulator(scenario(faults=[{"match": "arm.registries", "error_rate": 1.0, "statuses": [401]}]))
+    code, out, err = cli("--registry", PREMIUM, "--image", "app:v1")
+    assert code == 2 and "cannot get a token" in err and "no registry" not in err and "Traceback" not in err + out
+
+
+def test_cli_list_referrers_reports_what_arm_answered(push_stack):
+    stack = push_stack(images=[{"tags": ["v1"], "layers_mb": [2], "seed": "cli-missing"}])
+    missing = stack.registry().resource_id.rsplit("/", 1)[0] + "/nosuchregistry"
+    code, out, err = cli("--registry", missing, "--image", "app:v1", "--list-referrers")
+    assert code == 30 and "ARM answered 404" in err and "does not exist" in err, (out, err)
