@@ -41,9 +41,10 @@ def sequential(enforce: bool, cap: int) -> dict[str, Any]:
     from azure.mgmt.containerservice.models import AgentPoolArtifactStreamingProfile
 
     from shared import azure_clients
-    from shared.audit.discovery import ClusterInfo, pool_record, resource_group_of, wire_text
+    from shared.audit.discovery import ClusterInfo, pool_record, resource_group_of
     from shared.audit.rules import classify
     from shared.audit.settings import AuditSettings
+    from shared.azure_clients import wire_text
     from shared.settings import AzureSettings, Env
 
     azure = AzureSettings.from_env()
@@ -84,6 +85,7 @@ def audit(enforce: bool, cap: int, concurrency: int, pool_source: str = "agentpo
     from shared.settings import Env
 
     settings = AuditSettings.from_env(Env({
+        **os.environ,  # where Azure is (AUTOPILOT_ARM_ENDPOINT, ...): the emulator's
         "AUTOPILOT_AUDIT_MODE": "enforce" if enforce else "report",
         "AUTOPILOT_AUDIT_MAX_REMEDIATIONS": str(cap),
         "AUTOPILOT_AUDIT_CONCURRENCY": str(concurrency),

@@ -12,14 +12,11 @@ from typing import Any
 
 from azure.core.exceptions import (
     AzureError,
-    ClientAuthenticationError,
     DeserializationError,
-    HttpResponseError,
-    ServiceRequestError,
-    ServiceResponseError,
 )
 
 from shared import azure_clients
+from shared.azure_clients import describe_error, wire_text
 from shared.settings import AzureSettings
 
 from .model import PoolRecord, ReportRow, WorkItem
@@ -30,20 +27,6 @@ log = logging.getLogger("autopilot.audit.discovery")
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 # What Azure (or the way to it) can answer: HTTP errors, connection trouble, bodies the SDK cannot read.
 SDK_ERRORS = (AzureError, DeserializationError)
-
-
-def describe_error(exc: BaseException) -> str:
-    """A short, readable account of an SDK error: status, ARM error code and message."""
-    if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
-        return (f"authentication failed: {str(exc.message or exc).splitlines()[0]} "
-                "(check the managed identity, AZURE_CLIENT_ID or `az login`)")
-    if isinstance(exc, HttpResponseError):
-        code = getattr(getattr(exc, "error", None), "code", None)
-        message = getattr(getattr(exc, "error", None), "message", None) or exc.reason or str(exc).splitlines()[0]
-        return f"{exc.status_code} {code + ': ' if code else ''}{message}"
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
-        return f"connection failed: {str(exc).splitlines()[0]}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def resource_group_of(resource_id: str | None) -> str:
@@ -148,13 +131,6 @@ def error_row(subscription_id: str, resource_group: str, cluster: str, message: 
         subscription_id=subscription_id, subscription_name=subscription_name, resource_group=resource_group, cluster=cluster,
         pool="", os_type=None, os_sku=None, kubernetes_version=None, state="error", reason=message,
     )
-
-
-def wire_text(value: Any) -> str | None:
-    """SDK enums (str subclasses whose str() is `OSSKU.UBUNTU`) and plain strings alike, as the wire value."""
-    if value is None:
-        return None
-    return str(getattr(value, "value", value))
 
 
 def pool_record(cluster: ClusterInfo, pool: Any) -> PoolRecord:

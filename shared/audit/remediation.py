@@ -18,7 +18,9 @@ from azure.core.exceptions import (
     ResourceModifiedError,
 )
 
-from .discovery import SDK_ERRORS, Clients, ClusterInfo, describe_error, pool_record, wire_text
+from shared.azure_clients import describe_error, wire_text
+
+from .discovery import SDK_ERRORS, Clients, ClusterInfo, pool_record
 from .model import (
     ACTION_ENABLED,
     ACTION_FAILED,

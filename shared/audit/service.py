@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.logs import log_event
-from shared.settings import AzureSettings
 
 from .discovery import Clients, discover, plan
 from .model import (
@@ -44,12 +43,9 @@ def _iso(moment: datetime) -> str:
 
 def default_store(settings: AuditSettings) -> ReportStore | None:
     """The report store on the app's storage account, or None when AzureWebJobsStorage is not configured at all."""
-    from shared.settings import Env
-    from shared.storage import blob_service_client
+    from shared.storage import blob_service_client, configured
 
-    env = Env()
-    if not any(env.str(k) for k in ("AzureWebJobsStorage", "AzureWebJobsStorage__blobServiceUri",
-                                    "AzureWebJobsStorage__accountName")):
+    if not configured():
         return None
     index, count = settings.shard
     suffix = f"-shard-{index}-of-{count}" if count > 1 else ""
@@ -68,7 +64,6 @@ def _row(record: PoolRecord, state: str, reason: str) -> ReportRow:
 def run_audit(
     settings: AuditSettings,
     *,
-    azure: AzureSettings | None = None,
     store: ReportStore | None = AUTO,
     publisher: Any = AUTO,
     progress: Callable[[str, int, int], None] | None = None,
@@ -77,12 +72,11 @@ def run_audit(
     """One audit run. Never raises for what Azure answers: unreadable scopes and failed operations become report rows."""
     started = now or datetime.now(UTC)
     run_id = uuid.uuid4().hex[:12]
-    azure = azure or AzureSettings.from_env()
     store = default_store(settings) if store is AUTO else store
     if publisher is AUTO:
         from shared.publish import OutcomePublisher
 
-        publisher = OutcomePublisher.from_env() if settings.publish_events else None
+        publisher = OutcomePublisher(settings.topic) if settings.publish_events and settings.topic else None
     effective, notes = settings.mode, []
     if settings.enforce and settings.window and not settings.window.contains(started):
         effective = "report"
@@ -90,7 +84,7 @@ def run_audit(
     if store is None:
         notes.append("report not stored: AzureWebJobsStorage is not set")
 
-    clients = Clients(azure, settings.concurrency)
+    clients = Clients(settings.azure, settings.concurrency)
     try:
         pending_before: list[PendingRemediation] = []
         if store is not None:

@@ -7,7 +7,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared.settings import Env, SettingsError
+from shared.publish import TopicSettings
+from shared.settings import AzureSettings, Env, SettingsError
 
 DEFAULT_SCHEDULE = "0 0 * * * *"  # NCRONTAB (second minute hour day month day-of-week): hourly, on the hour
 # The documented minimum: "This feature requires Kubernetes version 1.25 or later" (AKS artifact streaming page).
@@ -134,6 +135,8 @@ class AuditSettings:
     shard: tuple[int, int] = (0, 1)  # (index, count): this run audits the subscriptions whose stable hash % count == index
     publish_events: bool = True
     pool_source: str = "agentpools"  # agentpools: list each cluster's pools | cluster: the agentPoolProfiles of the cluster list
+    topic: TopicSettings | None = None  # where outcome events go (AUTOPILOT_TOPIC_*); None: not published
+    azure: AzureSettings = field(default_factory=AzureSettings)
 
     @property
     def enforce(self) -> bool:
@@ -157,19 +160,17 @@ class AuditSettings:
                 window = Window.parse(window_text)
             except ValueError as exc:
                 raise SettingsError("AUTOPILOT_AUDIT_WINDOW", str(exc)) from None
-        tag_text = env.source.get("AUTOPILOT_AUDIT_EXCLUDE_TAG")
-        tag_text = DEFAULT_EXCLUDE_TAG if tag_text is None else tag_text.strip()
+        tag_text = (env.str("AUTOPILOT_AUDIT_EXCLUDE_TAG") or "") if env.is_set("AUTOPILOT_AUDIT_EXCLUDE_TAG") else DEFAULT_EXCLUDE_TAG
         exclude_tag = None
         if tag_text and tag_text.lower() != "none":
             name, sep, value = tag_text.partition("=")
             if not name.strip():
                 raise SettingsError("AUTOPILOT_AUDIT_EXCLUDE_TAG", f"{tag_text!r} has no tag name (use 'name' or 'name=value')")
             exclude_tag = ExcludeTag(name.strip(), value.strip() if sep else None)
-        skus_raw = env.source.get("AUTOPILOT_AUDIT_UNSUPPORTED_OS_SKUS")
-        if skus_raw is None:
-            skus = DEFAULT_UNSUPPORTED_OS_SKUS
+        if env.is_set("AUTOPILOT_AUDIT_UNSUPPORTED_OS_SKUS"):
+            skus = tuple(s for s in env.list("AUTOPILOT_AUDIT_UNSUPPORTED_OS_SKUS") if s.lower() != "none")
         else:
-            skus = tuple(s for s in Env({"v": skus_raw}).list("v") if s.lower() != "none")
+            skus = DEFAULT_UNSUPPORTED_OS_SKUS
         min_text = env.str("AUTOPILOT_AUDIT_MIN_KUBERNETES", DOCUMENTED_MIN_KUBERNETES) or DOCUMENTED_MIN_KUBERNETES
         min_version = parse_version(min_text)
         if min_version is None:
@@ -186,9 +187,7 @@ class AuditSettings:
                     f"{entry!r} is not a resource ID or glob; use e.g. /subscriptions/*/resourceGroups/rg-legacy/* or "
                     "*/managedClusters/aks-legacy or */managedClusters/*/agentPools/gpu*",
                 )
-        container = env.str("AUTOPILOT_AUDIT_CONTAINER", DEFAULT_CONTAINER) or DEFAULT_CONTAINER
-        if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", container):
-            raise SettingsError("AUTOPILOT_AUDIT_CONTAINER", f"{container!r} is not a valid blob container name (3-63 of a-z 0-9 -)")
+        container = env.container_name("AUTOPILOT_AUDIT_CONTAINER", DEFAULT_CONTAINER)
         return cls(
             mode=env.choice("AUTOPILOT_AUDIT_MODE", ("report", "enforce"), "report"),
             schedule=schedule,
@@ -208,6 +207,8 @@ class AuditSettings:
             shard=(int(shard_match.group(1)), int(shard_match.group(2))),
             publish_events=env.bool("AUTOPILOT_AUDIT_PUBLISH_EVENTS", True),
             pool_source=env.choice("AUTOPILOT_AUDIT_POOL_SOURCE", ("agentpools", "cluster"), "agentpools"),
+            topic=TopicSettings.from_env(env),
+            azure=AzureSettings.from_env(env),
         )
 
 

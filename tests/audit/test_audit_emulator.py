@@ -19,6 +19,7 @@ from emulator.services.arm import arm_state, start_operation
 from shared.audit.service import run_audit
 from shared.audit.settings import AuditSettings
 from shared.settings import Env
+from shared.storage import blob_service_client
 
 SUB_A = "3f2a3d10-0000-4000-8000-00000000aa01"
 SUB_B = "3f2a3d10-0000-4000-8000-00000000bb02"
@@ -82,7 +83,8 @@ BASE_ENV = {
 
 
 def settings(**env: str) -> AuditSettings:
-    return AuditSettings.from_env(Env({**BASE_ENV, **env}))
+    azure = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPILOT_AUDIT_")}  # the emulator's ARM and topic
+    return AuditSettings.from_env(Env({**azure, **BASE_ENV, **env}))
 
 
 def audit(s: AuditSettings, **kwargs: Any):
@@ -137,7 +139,7 @@ def fleet(make_emulator) -> Emulator:
 
 
 def stored_latest(container: str = "audit-test") -> dict[str, Any]:
-    service = BlobServiceClient.from_connection_string(os.environ["AzureWebJobsStorage"])  # noqa: SIM112 (the Functions setting name)
+    service = blob_service_client()
     return json.loads(service.get_container_client(container).download_blob("latest.json").readall())
 
 

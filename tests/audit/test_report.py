@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import uuid
 
-from azure.storage.blob import BlobServiceClient
-
 from shared.audit.model import AuditReport, PendingRemediation, ReportRow, summarize
 from shared.audit.report import ReportStore, render_markdown, render_table
+from shared.storage import blob_service_client
 
 SUB_A = "3f2a3d10-0000-4000-8000-0000000000a1"
 SUB_B = "3f2a3d10-0000-4000-8000-0000000000b2"
@@ -61,7 +60,7 @@ def test_table_lists_every_row_and_a_summary_line():
 
 
 def test_store_writes_dated_and_latest_json_and_markdown(azurite):
-    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    service = blob_service_client({"AzureWebJobsStorage": azurite.connection_string})
     container = f"audit-{uuid.uuid4().hex[:8]}"
     store = ReportStore(service, container)
     names = store.write_report(report())
@@ -78,7 +77,7 @@ def test_store_writes_dated_and_latest_json_and_markdown(azurite):
 
 
 def test_store_round_trips_pending_and_tolerates_garbage(azurite):
-    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    service = blob_service_client({"AzureWebJobsStorage": azurite.connection_string})
     store = ReportStore(service, f"audit-{uuid.uuid4().hex[:8]}", shard_suffix="-shard-1-of-2")
     assert store.load_pending() == []
     pending = report().pending

@@ -76,6 +76,9 @@ def test_parses_every_setting():
         ("AUTOPILOT_AUDIT_SHARD", "4/4", "INDEX/COUNT"),
         ("AUTOPILOT_AUDIT_EXCLUDE_TAG", "=off", "no tag name"),
         ("AUTOPILOT_AUDIT_CONTAINER", "Audit_Reports", "not a valid blob container name"),
+        ("AUTOPILOT_AUDIT_CONTAINER", "audit--reports", "not a valid blob container name"),
+        ("AUTOPILOT_ARM_ENDPOINT", "http://management.example", "must be an https:// URL"),
+        ("AUTOPILOT_TOPIC_ENDPOINT", "http://topic.example", "https:// endpoint"),
         ("AUTOPILOT_AUDIT_EXCLUDE", "*/managedClusters/ok,aks-legacy", "'aks-legacy' is not a resource ID or glob"),
     ],
 )
