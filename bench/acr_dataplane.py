@@ -14,7 +14,6 @@ import asyncio
 import json
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 import yaml
+from emulator_process import emulator_process  # bench/ is on sys.path when run as python bench/…
 
 REPO = Path(__file__).resolve().parent.parent
 BODY = {"conversionFormat": "overlaybd", "conversionVersion": "v1"}
@@ -126,19 +126,9 @@ def main() -> int:
         scn = Path(tmp) / "scenario.yaml"
         scn.write_text(yaml.safe_dump(scenario(args.tags, args.conversions)))
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "emulator", "--scenario", str(scn), "--state-dir", tmp],
-                                cwd=REPO, stdout=subprocess.PIPE, text=True)
-        try:
-            endpoints_path = proc.stdout.readline().strip() if proc.stdout else ""
-            if not endpoints_path:
-                print("emulator did not start", file=sys.stderr)
-                return 1
+        with emulator_process(scn, tmp) as endpoints:
             startup = time.perf_counter() - t0
-            endpoints = json.loads(Path(endpoints_path).read_text())
             results = {"emulator_startup_s": round(startup, 2), **asyncio.run(run(endpoints, args.tags, args.concurrency, args.conversions))}
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
     print(json.dumps(results, indent=2))
     return 0
 

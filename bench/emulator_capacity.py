@@ -13,13 +13,13 @@ import asyncio
 import json
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
+from emulator_process import emulator_process  # bench/ is on sys.path when run as python bench/…
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,14 +82,8 @@ def main() -> int:
     parser.add_argument("--scenario", default=str(REPO / "emulator" / "scenarios" / "demo.yaml"))
     args = parser.parse_args()
     state = tempfile.mkdtemp(prefix="capacity-")
-    proc = subprocess.Popen([sys.executable, "-m", "emulator", "--scenario", args.scenario, "--state-dir", state],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True)
-    try:
-        endpoints = json.loads(Path(proc.stdout.readline().strip()).read_text())
+    with emulator_process(args.scenario, state) as endpoints:
         results = asyncio.run(run(endpoints, args.concurrency, args.latency_ms, args.bursts))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
     print(json.dumps(results, indent=2))
     return 0
 
