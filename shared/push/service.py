@@ -18,7 +18,7 @@ from ..mediatypes import STREAMING_ARTIFACT_TYPE
 from ..publish import OutcomePublisher
 from ..settings import Env
 from . import outcomes as o
-from .checks import RegistryChecker, check_config, check_manifest
+from .checks import AUTHENTICATION, RegistryChecker, check_config, check_manifest
 from .events import ImagePushed, RegistryRef, Rejection, parse_event
 from .outcomes import Outcome, TransientError
 from .settings import PushSettings
@@ -160,6 +160,10 @@ class PushService:
             # the one allow-list decision by login server: ARM's, never the event's request.host
             return o.skipped(o.R_REGISTRY_NOT_ALLOWED, f"registry {target.registry.name} ({info.login_server}) is not in "
                              "AUTOPILOT_PUSH_REGISTRIES", **self._ids(target))
+        if info.error_code == AUTHENTICATION:
+            # Our credential got no token (identity endpoint down, role or client ID misconfigured): nothing is known about the
+            # image, so let Event Grid redeliver and finally dead-letter rather than acknowledge and lose the push.
+            raise TransientError(info.error_detail or "authentication failed", code=AUTHENTICATION)
         if info.error_code:
             return o.failed(info.error_code, info.error_detail or "ARM refused the registry read", **self._ids(target))
         if (why := info.cannot_stream) is not None:

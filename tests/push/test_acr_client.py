@@ -6,8 +6,11 @@ import os
 import threading
 import time
 
+import pytest
+
 from shared.acr import AcrClient, TokenCache
 from shared.azure_clients import credential
+from shared.push.outcomes import TransientError
 from shared.push.service import PushService
 from shared.settings import AzureSettings
 
@@ -137,7 +140,8 @@ def test_allow_list_by_login_server_trusts_arm_not_the_event_host(make_emulator,
 
 def test_a_credential_failure_is_authentication_and_not_cached_as_the_registry_verdict(make_emulator, azurite, monkeypatch):
     """The identity endpoint refuses us (wrong IDENTITY_HEADER): no ARM answer at all, so no "ARM answered 0 0" and nothing
-    cached about the registry; once the credential works again the same service acts on the next delivery."""
+    cached about the registry; the event is not acknowledged (Event Grid redelivers, finally dead-letters: nothing lost),
+    and once the credential works again the same service acts on the next delivery."""
     from shared.azure_clients import reset_credential
 
     emu = make_emulator(scenario(IMAGES))
@@ -146,9 +150,10 @@ def test_a_credential_failure_is_authentication_and_not_cached_as_the_registry_v
     good_header = os.environ["IDENTITY_HEADER"]
     monkeypatch.setenv("IDENTITY_HEADER", "wrong")
     reset_credential()
-    outcome = service.handle_event(event_for(emu, digest, "v1"))
-    assert (outcome.outcome, outcome.code) == ("failed", "AUTHENTICATION"), outcome
-    assert "authentication failed" in (outcome.detail or "") and "ARM answered" not in (outcome.detail or "")
+    with pytest.raises(TransientError) as info:
+        service.handle_event(event_for(emu, digest, "v1"))
+    assert info.value.code == "AUTHENTICATION"
+    assert "authentication failed" in str(info.value) and "ARM answered" not in str(info.value)
     monkeypatch.setenv("IDENTITY_HEADER", good_header)
     reset_credential()
     assert service.handle_event(event_for(emu, digest, "v1")).outcome == "created"
