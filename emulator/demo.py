@@ -154,9 +154,12 @@ def push_path(emu: Emulator, env: dict[str, str]) -> None:
                 "schema": "CloudEventSchemaV1_0" if i == 1 else "EventGridSchema",
                 "included_event_types": ["Microsoft.ContainerRegistry.ImagePushed"],
                 "duplicate_rate": 0.5 if registry == "contosoprod" else 0.0,
+                # as infra/ deploys it: an AzureFunction destination (no webhook handshake); the others as plain webhooks
+                "endpoint_type": "AzureFunction" if registry == "contosoprod" else "WebHook",
             })
-        note("Event Grid subscriptions: contosoprod and contosocmk in the Event Grid schema (contosoprod delivers about half "
-             "its events twice, as at-least-once delivery may), contosostd in CloudEvents 1.0")
+        note("Event Grid subscriptions: contosoprod (an AzureFunction destination, as infra/ deploys it) and contosocmk in the "
+             "Event Grid schema, contosoprod delivering about half its events twice (at-least-once delivery); contosostd in "
+             "CloudEvents 1.0")
         for registry, repository, spec, why in PUSHES:
             resp = requests.post(f"{emu.endpoints['admin']}/registries/{registry}/images", json={"repository": repository, **spec},
                                  verify=emu.endpoints["ca_bundle"], timeout=30)

@@ -206,6 +206,9 @@ class EventSubscription:
     retry_max_seconds: float = 600.0
     duplicate_rate: float = 0.0  # share of events delivered twice (at-least-once delivery)
     dead_letter: bool = True  # write undeliverable events to the dead-letter folder
+    # WebHook (handshake first; 400/401/403/413 not retried) or AzureFunction (Event Grid calls the function through its
+    # resource: no handshake; 400/403/413 not retried), per Event Grid's delivery-and-retry docs
+    endpoint_type: str = "WebHook"
     validated: bool = False
 
 

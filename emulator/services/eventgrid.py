@@ -41,7 +41,9 @@ MAX_PUBLISH_BYTES = 1024 * 1024  # 1 MB per publish request (and per event)
 RETRY_SCHEDULE_SECONDS = (10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600)
 DELIVERY_TIMEOUT_SECONDS = 30.0  # Event Grid waits 30 s for a webhook's answer
 # Webhook answers Event Grid does not retry: dead-lettered at once (or dropped without dead-lettering).
-NON_RETRIED_STATUSES = {400, 401, 403, 413}
+NON_RETRIED_STATUSES = {400, 401, 403, 413}  # webhooks
+NON_RETRIED_STATUSES_AZURE_RESOURCES = {400, 403, 413}  # AzureFunction and other Azure resource endpoints
+ENDPOINT_TYPES = ("WebHook", "AzureFunction")
 OUTCOMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 408: "TimedOut", 413: "PayloadTooLarge",
             503: "Busy"}
 EVENTGRID_CONTENT_TYPE = "application/json; charset=utf-8"
@@ -194,6 +196,8 @@ def check_subscription(sub: EventSubscription, where: str = "event subscription"
         raise ScenarioError(f"{where}.retry_base_seconds/retry_max_seconds must be positive")
     if not 0.0 <= sub.duplicate_rate <= 1.0:
         raise ScenarioError(f"{where}.duplicate_rate must be between 0 and 1")
+    if sub.endpoint_type not in ENDPOINT_TYPES:
+        raise ScenarioError(f"{where}.endpoint_type: {sub.endpoint_type!r} is not one of {', '.join(ENDPOINT_TYPES)}")
 
 
 class ValidationFailed(Exception):
@@ -314,7 +318,7 @@ class EventGrid:
                                          outcome=outcome, time=p.last_time, duplicate=p.duplicate, error=error))
             if outcome == "Success":
                 return
-            if status in NON_RETRIED_STATUSES:
+            if status in (NON_RETRIED_STATUSES if sub.endpoint_type == "WebHook" else NON_RETRIED_STATUSES_AZURE_RESOURCES):
                 self._undeliverable(p, f"UndeliverableDueToHttp{OUTCOMES[status]}")
                 return
             if p.attempts >= sub.max_delivery_attempts:
@@ -351,8 +355,8 @@ class EventGrid:
 
     async def ensure_validated(self, sub: EventSubscription) -> None:
         """The handshake before the first delivery: SubscriptionValidation event (Event Grid schema) or OPTIONS (CloudEvents)."""
-        if sub.validated:
-            return
+        if sub.validated or sub.endpoint_type == "AzureFunction":
+            return  # an AzureFunction destination is an Azure resource Event Grid is authorised to call: no handshake
         lock = self._validation_locks.setdefault(sub.name, asyncio.Lock())
         async with lock:
             if sub.validated:

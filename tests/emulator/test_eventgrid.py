@@ -300,6 +300,24 @@ def test_client_errors_are_not_retried(make_emulator, receivers, status, outcome
     assert dead["event"]["deliveryAttempts"] == 1 and dead["event"]["lastHttpStatusCode"] == status
 
 
+def test_azure_function_endpoints_skip_the_handshake_and_retry_401(make_emulator, receivers):
+    """endpointType AzureFunction (what infra/ deploys): Event Grid calls the function as an Azure resource — no validation
+    handshake — and for Azure resource endpoints only 400, 403 and 413 are not retried (401 is a webhook-only case)."""
+    hook = receivers(statuses=[401, 200], validate=False)
+    emu = make_emulator(scenario({"name": "fn", "registry": REGISTRY, "endpoint": hook.url, "endpoint_type": "AzureFunction"}))
+    push(emu, tags=["f"])
+    wait_idle(emu)
+    assert [r["headers"]["aeg-event-type"] for r in hook.requests] == ["Notification", "Notification"]
+    assert [a.status for a in eventgrid(emu).delivery_attempts("fn")] == [401, 200]
+    assert eventgrid(emu).dead_letters == []
+    forbidden = receivers(statuses=[403, 200], validate=False)
+    emu = make_emulator(scenario({"name": "fn403", "registry": REGISTRY, "endpoint": forbidden.url, "endpoint_type": "AzureFunction"}))
+    push(emu, tags=["g"])
+    wait_idle(emu)
+    [dead] = eventgrid(emu).dead_letters
+    assert dead["event"]["deadLetterReason"] == "UndeliverableDueToHttpForbidden"
+
+
 def test_unreachable_endpoint_is_retried_then_dropped_without_dead_letter(make_emulator, receivers):
     hook = receivers()
     dead_url = hook.url
