@@ -79,3 +79,17 @@ def test_importing_function_app_loads_no_azure_sdk() -> None:
         "print(','.join(heavy))"
     )
     assert out.strip() == "", f"imported at cold start: {out.strip()[:500]}"
+
+
+def test_sdk_request_logging_is_quiet_in_the_app_unless_asked_for() -> None:
+    out = _index_in_fresh_process(
+        "import logging, function_app\n"
+        "print(logging.getLogger('azure.core.pipeline.policies.http_logging_policy').level)"
+    )
+    assert out.strip().splitlines()[-1] == str(__import__("logging").WARNING)
+    out = _index_in_fresh_process(
+        "import logging, function_app\n"
+        "print(logging.getLogger('azure.core.pipeline.policies.http_logging_policy').level)",
+        env={"AUTOPILOT_LOG_HTTP": "true"},
+    )
+    assert out.strip().splitlines()[-1] == str(__import__("logging").NOTSET)
