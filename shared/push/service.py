@@ -231,9 +231,17 @@ class PushService:
         with self.locks.hold(f"{target.registry.name}/{repo}/{digest}"):
             existing = acr.streaming_operation(repo, digest)
             decision = self._reuse(existing, target)
-            if decision is not None:
-                return decision
-            op = acr.create_streaming(repo, digest)
+            if decision is None:
+                op = acr.create_streaming(repo, digest)
+        if decision is not None:
+            if wait_seconds > 0 and existing is not None and existing.in_flight and decision.outcome == o.IN_PROGRESS:
+                # Wait mode keeps the event unacknowledged until the conversion ends, whoever started it: this delivery may
+                # be Event Grid's redelivery of one whose invocation is still waiting (a delivery times out after 30 s, a
+                # transient error while polling) or another tag of the digest. Acknowledging it now would leave nobody to
+                # retry the conversion if it then ends UNKNOWN_ERROR (found by bench/push_soak.py).
+                return self._wait(acr, decision, existing, wait_seconds, target,
+                                  succeeded=Outcome(o.ALREADY_STREAMING, operation_id=existing.id, **ids))
+            return decision
         created = Outcome(o.CREATED, operation_id=op.id, detail=f"conversion {op.id} started ({op.status})", **ids)
         return self._wait(acr, created, op, wait_seconds, target) if wait_seconds > 0 else created
 
@@ -276,7 +284,10 @@ class PushService:
                             operation_id=existing.id, **ids)
         return None  # Canceled, UNKNOWN_ERROR, RESOURCE_NOT_FOUND: a new attempt may succeed
 
-    def _wait(self, acr: AcrClient, created: Outcome, op: Operation, budget: float, target: ImageTarget) -> Outcome:
+    def _wait(self, acr: AcrClient, created: Outcome, op: Operation, budget: float, target: ImageTarget,
+              succeeded: Outcome | None = None) -> Outcome:
+        """Poll `op` up to `budget` s: `succeeded` (default `created`) when it succeeds, TransientError when a new attempt may
+        succeed, failed() when ACR refused, `created` still running when the budget ends."""
         deadline = time.monotonic() + budget
         current = op
         delay = 0.25
@@ -285,7 +296,7 @@ class PushService:
             delay = min(delay * 1.5, 5.0)
             current = acr.operation(target.repository, op.id)
             if current.status == "Succeeded":
-                return created.with_(detail=f"conversion {op.id} succeeded")
+                return (succeeded or created).with_(detail=f"conversion {op.id} succeeded")
             if current.status in ("Failed", "Canceled"):
                 code = current.error_code or current.status.upper()
                 if code == "UNKNOWN_ERROR" or (code == "RESOURCE_NOT_FOUND" and self._fresh(target)) or code == "CANCELED":

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
 
 from shared.__main__ import main
+from shared.push.outcomes import TransientError
 
-from .conftest import PREMIUM, STANDARD, scenario
+from .conftest import FUNCTION, PREMIUM, STANDARD, event_for, scenario
 
 
 def test_wait_mode_retries_unknown_errors_through_redelivery_until_one_artifact_exists(push_stack):
@@ -91,3 +94,30 @@ def test_cli_list_referrers_reports_what_arm_answered(push_stack):
     missing = stack.registry().resource_id.rsplit("/", 1)[0] + "/nosuchregistry"
     code, out, err = cli("--registry", missing, "--image", "app:v1", "--list-referrers")
     assert code == 30 and "ARM answered 404" in err and "does not exist" in err, (out, err)
+
+
+def test_wait_mode_redelivery_that_finds_the_conversion_running_waits_for_it(push_stack):
+    """Found by bench/push_soak.py. Event Grid stops waiting for a delivery after its timeout (30 s) and redelivers while the
+    first invocation still waits for the conversion; the redelivery found the conversion running and was acknowledged
+    (`in-progress`), so when the conversion then ended UNKNOWN_ERROR the first invocation's failure reached nobody and the
+    image never streamed. Now the redelivery waits as well and fails with the conversion; Event Grid's next attempt converts."""
+    stack = push_stack(env={"AUTOPILOT_PUSH_WAIT_SECONDS": "20"}, conversion_seconds=1.5, unknown_error_rate=1.0)
+    digest = stack.push(tags=["slow"], layers_mb=[2], seed="redelivered")  # no subscription: we play Event Grid
+    event = event_for(stack.emu, digest, "slow")
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(stack.host.invoke_event, FUNCTION, event)  # the delivery Event Grid gave up on
+        deadline = time.monotonic() + 10
+        while not stack.operations(digest) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        redelivery = stack.host.invoke_event(FUNCTION, event)  # arrives while the conversion runs
+        first_inv = first.result(30)
+    assert [op.status for op in stack.operations(digest)] == ["Failed"]
+    assert not first_inv.succeeded
+    assert not redelivery.succeeded, "the redelivery was acknowledged while the conversion it found was still running"
+    assert isinstance(redelivery.exception, TransientError) and redelivery.exception.code == "UNKNOWN_ERROR"
+
+    stack.emu.world.settings.unknown_error_rate = 0.0
+    again = stack.host.invoke_event(FUNCTION, event)  # Event Grid's next attempt after the 500
+    assert again.succeeded
+    assert [op.status for op in stack.operations(digest)] == ["Failed", "Succeeded"]
+    assert len(stack.referrers(digest)) == 1
