@@ -21,6 +21,7 @@ class FaultRule:
     retry_after: float = 1.0  # seconds, sent with 429 and 503
     drop_rate: float = 0.0  # share of requests whose connection is dropped without an answer
     methods: tuple[str, ...] = ()  # empty: every method
+    after_handler: bool = False  # True: the request IS processed, then its answer is replaced or lost (a lost response)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FaultRule:
@@ -45,6 +46,7 @@ class FaultDecision:
     status: int | None = None
     retry_after: float | None = None
     drop: bool = False
+    after_handler: bool = False  # apply status/drop to the answer of a request that was processed
 
 
 @dataclass
@@ -85,8 +87,10 @@ class FaultPlan:
             if decision.status is None and not decision.drop:
                 if rule.drop_rate and self._draw(key, f"drop:{rule.match}") < rule.drop_rate:
                     decision.drop = True
+                    decision.after_handler = rule.after_handler
                 elif rule.error_rate and self._draw(key, f"err:{rule.match}") < rule.error_rate:
                     pick = self._draw(key, f"status:{rule.match}")
                     decision.status = rule.statuses[int(pick * len(rule.statuses)) % len(rule.statuses)]
                     decision.retry_after = rule.retry_after if decision.status in (429, 503) else None
+                    decision.after_handler = rule.after_handler
         return decision

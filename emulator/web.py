@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .faults import FaultPlan
+from .faults import FaultDecision, FaultPlan
 from .model import World
 from .tokens import TokenAuthority
 
@@ -48,6 +48,23 @@ def acr_error(status: int, code: str, message: str, detail: Any = None, headers:
     return json_response(status, {"errors": [{"code": code, "message": message, "detail": detail}]}, headers)
 
 
+def _injected(request: web.Request, decision: FaultDecision, endpoint_class: str, error_style: str) -> tuple[int, web.Response]:
+    """The injected answer: a dropped connection (raises) or an error status with Retry-After where Azure sends one."""
+    if decision.drop:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("emulator fault: connection dropped")
+    headers = {}
+    if decision.retry_after is not None:
+        headers["Retry-After"] = str(int(decision.retry_after)) if decision.retry_after >= 1 else f"{decision.retry_after:g}"
+    assert decision.status is not None
+    code = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}.get(decision.status, "InjectedFault")
+    message = f"emulator fault injection ({endpoint_class})"
+    resp = (arm_error(decision.status, code, message, headers) if error_style == "arm"
+            else acr_error(decision.status, code.upper(), message, headers=headers))
+    return resp.status, resp
+
+
 Classifier = Callable[[web.Request], str]
 
 
@@ -62,27 +79,14 @@ def service_middleware(ctx: Context, classify: Classifier, host: str = "", error
         endpoint_class = classify(request)
         status = 0
         try:
+            decision = None
             if not request.path.startswith("/_emulator"):
                 decision = ctx.faults.decide(endpoint_class, request.method, request.path)
                 if decision.latency_s:
                     await asyncio.sleep(decision.latency_s)
-                if decision.drop:
-                    status = -1
-                    if request.transport is not None:
-                        request.transport.abort()
-                    raise ConnectionResetError("emulator fault: connection dropped")
-                if decision.status is not None:
-                    headers = {}
-                    if decision.retry_after is not None:
-                        headers["Retry-After"] = str(int(decision.retry_after)) if decision.retry_after >= 1 else f"{decision.retry_after:g}"
-                    code = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}.get(decision.status, "InjectedFault")
-                    message = f"emulator fault injection ({endpoint_class})"
-                    resp = (
-                        arm_error(decision.status, code, message, headers)
-                        if error_style == "arm"
-                        else acr_error(decision.status, code.upper(), message, headers=headers)
-                    )
-                    status = resp.status
+                if not decision.after_handler and (decision.drop or decision.status is not None):
+                    status = -1 if decision.drop else 0
+                    status, resp = _injected(request, decision, endpoint_class, error_style)
                     return resp
             try:
                 resp = await handler(request)
@@ -90,6 +94,10 @@ def service_middleware(ctx: Context, classify: Classifier, host: str = "", error
                 status = exc.status
                 raise
             status = resp.status
+            if decision is not None and decision.after_handler and (decision.drop or decision.status is not None):
+                # the request was processed; its answer is lost on the way back (the client cannot tell what happened)
+                status = -1 if decision.drop else status
+                status, resp = _injected(request, decision, endpoint_class, error_style)
             return resp
         finally:
             ctx.world.record(

@@ -131,3 +131,24 @@ def test_faults_and_triple_delivery_lose_nothing_and_duplicate_nothing(push_stac
     for sub in ("triple-0", "triple-1", "triple-2"):
         missing = [e.subject for e in tagged if (sub.upper(), e.id) not in delivered and (sub, e.id) not in delivered]
         assert missing == [], (sub, missing)
+
+
+def test_lost_answers_to_the_conversion_post_never_start_a_second_conversion(push_stack):
+    """The worst network case for exactly-once: ACR starts the conversion but the 202 never arrives (a 503 or a dropped
+    connection AFTER the request was processed). The client must re-read the digest's operation before posting again."""
+    faults = [
+        {"match": "acr.streaming", "methods": ["POST"], "error_rate": 0.5, "statuses": [503], "retry_after": 0.05,
+         "after_handler": True},
+        {"match": "acr.streaming", "methods": ["POST"], "drop_rate": 0.2, "after_handler": True},
+    ]
+    stack = push_stack(faults=faults)
+    stack.subscribe("lost", schema="EventGridSchema")
+    digests = [stack.push(tags=[f"lost{i}"], layers_mb=[2, 3], seed=f"lost-{i}") for i in range(8)]
+    stack.settle(timeout=120)
+    posts = [r for r in stack.emu.requests_since(0, service="acr") if r["method"] == "POST" and "/_streaming/" in r["path"]]
+    lost = [r for r in posts if r["status"] in (503, -1)]
+    assert lost, "the fault plan did not bite"
+    for digest in digests:
+        assert len(stack.operations(digest)) == 1, digest  # the lost answer's conversion was found, not repeated
+        assert len(stack.referrers(digest)) == 1, digest
+    assert stack.eventgrid.dead_letters == []
