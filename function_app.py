@@ -4,9 +4,11 @@ import azure.functions as func
 
 from functions.audit import bp as audit_bp
 from functions.push import bp as push_bp
+from functions.sweep import bp as sweep_bp
 from shared.logs import quiet_sdk_loggers
 
 quiet_sdk_loggers()  # one INFO line per SDK HTTP request is noise in Application Insights (AUTOPILOT_LOG_HTTP=true keeps it)
 app = func.FunctionApp()
 app.register_functions(push_bp)
 app.register_functions(audit_bp)
+app.register_functions(sweep_bp)

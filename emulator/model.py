@@ -206,6 +206,9 @@ class EventSubscription:
     retry_max_seconds: float = 600.0
     duplicate_rate: float = 0.0  # share of events delivered twice (at-least-once delivery)
     dead_letter: bool = True  # write undeliverable events to the dead-letter folder
+    # A StorageBlob dead-letter destination: this container of the app's storage account (Azurite). When set (and Azurite
+    # runs), dead letters are written there as Event Grid writes them, instead of to the state folder.
+    dead_letter_container: str | None = None
     # WebHook (handshake first; 400/401/403/413 not retried) or AzureFunction (Event Grid calls the function through its
     # resource: no handshake; 400/403/413 not retried), per Event Grid's delivery-and-retry docs
     endpoint_type: str = "WebHook"

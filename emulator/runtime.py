@@ -84,6 +84,8 @@ class Emulator:
         if self._azurite_opt is True:
             self._azurite = Azurite().start()
             self.storage_connection_string = self._azurite.connection_string
+        if self.storage_connection_string:  # Event Grid writes storage dead letters there (the app's storage account)
+            self.ctx.extras["storage_connection_string"] = self.storage_connection_string
         self._thread = threading.Thread(target=self._loop.run_forever, name="emulator-loop", daemon=True)
         self._thread.start()
         try:

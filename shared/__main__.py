@@ -1,4 +1,4 @@
-"""Operator CLI: `python -m shared stream …` (push path) and `python -m shared audit …` (audit path)."""
+"""Operator CLI: `python -m shared stream …` (push path), `python -m shared audit …` (audit path), `python -m shared sweep …`."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     from .audit import cli as audit_cli
     from .push import cli as push_cli
+    from .sweep import cli as sweep_cli
 
     push_cli.add_parser(commands)
     audit_cli.add_parser(commands)
+    sweep_cli.add_parser(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return int(args.run(args))

@@ -96,7 +96,7 @@ def queue_service_client(source: Mapping[str, str] | None = None) -> QueueServic
             else:
                 from .azure_clients import credential
 
-                client = QueueServiceClient(account_url=uri, credential=credential())
+                client = QueueServiceClient(account_url=key, credential=credential())
             _queue_services[key] = client
         return client
 

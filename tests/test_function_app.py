@@ -12,6 +12,11 @@ REPO = Path(__file__).resolve().parent.parent
 EXPECTED = {
     "on_image_pushed": {"type": "eventGridTrigger", "name": "event", "direction": "IN"},
     "audit_node_pools": {"type": "timerTrigger", "name": "timer", "direction": "IN", "useMonitor": True, "runOnStartup": False},
+    "sweep_plan": {"type": "timerTrigger", "name": "timer", "direction": "IN", "useMonitor": True, "runOnStartup": False},
+    "sweep_work": {"type": "queueTrigger", "name": "msg", "direction": "IN", "queueName": "autopilot-sweep",
+                   "connection": "AzureWebJobsStorage"},
+    "sweep_poison": {"type": "queueTrigger", "name": "msg", "direction": "IN", "queueName": "autopilot-sweep-poison",
+                     "connection": "AzureWebJobsStorage"},
 }
 
 
@@ -49,7 +54,15 @@ def test_every_blueprint_is_registered_with_its_trigger_and_bindings() -> None:
         env={"AUTOPILOT_AUDIT_SCHEDULE": "0 */15 * * * *"},
     )
     schedules = [b.get("schedule") for f in json.loads(out.strip().splitlines()[-1]) for b in f["bindings"] if "schedule" in b]
-    assert schedules == ["%AUTOPILOT_AUDIT_SCHEDULE%"]
+    assert schedules == ["%AUTOPILOT_AUDIT_SCHEDULE%", "0 30 2 * * *"]  # the sweep's daily default
+    assert functions["sweep_plan"]["bindings"][0]["schedule"] == "0 30 2 * * *"
+    out = _index_in_fresh_process(
+        "import json, function_app\n"
+        "print(json.dumps([json.loads(f.get_function_json()) for f in function_app.app.get_functions()]))",
+        env={"AUTOPILOT_SWEEP_SCHEDULE": "0 0 4 * * Sun"},
+    )
+    schedules = [b.get("schedule") for f in json.loads(out.strip().splitlines()[-1]) for b in f["bindings"] if "schedule" in b]
+    assert schedules == ["0 0 * * * *", "%AUTOPILOT_SWEEP_SCHEDULE%"]
 
 
 def test_indexing_fails_if_a_blueprint_is_not_registered(tmp_path: Path) -> None:

@@ -444,12 +444,40 @@ class EventGrid:
                 self.dropped.append({"subscription": p.sub.name, "event": record})
             return
         t = time.gmtime(p.last_time)
+        if p.sub.dead_letter_container:
+            self._dead_letter_blob(p, record, t)
+            return
         folder = self.ctx.state_dir / "deadletter" / p.sub.name / time.strftime("%Y/%m/%d/%H", t)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{uuid.uuid4()}.json"
         path.write_text(json.dumps([record], indent=2))
         with self._lock:
             self.dead_letters.append({"subscription": p.sub.name, "path": str(path), "event": record})
+
+    def _dead_letter_blob(self, p: _Pending, record: dict[str, Any], t: time.struct_time) -> None:
+        """A StorageBlob dead-letter destination: `{container}/{TOPIC}/{SUBSCRIPTION}/{y}/{M}/{d}/{H}/{uuid}.json`, names upper
+        case and the date parts not zero-padded (Event Grid's manage-event-delivery page), one JSON array per blob. Event Grid
+        does not create the container: when it is missing the event is lost (listed in `dropped`), as in Azure."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.storage.blob import BlobServiceClient
+
+        conn = self.ctx.extras.get("storage_connection_string")
+        registry_name = p.event.topic.rstrip("/").rsplit("/", 1)[-1]
+        name = (f"{registry_name.upper()}/{p.sub.name.upper()}/{t.tm_year}/{t.tm_mon}/{t.tm_mday}/{t.tm_hour}/"
+                f"{uuid.uuid4()}.json")
+        container = str(p.sub.dead_letter_container)
+        try:
+            if not conn:
+                raise ResourceNotFoundError("no storage account (start the emulator with Azurite)")
+            blob = BlobServiceClient.from_connection_string(conn).get_blob_client(container, name)
+            blob.upload_blob(json.dumps([record], indent=2).encode(), overwrite=False)  # a few ms against local Azurite
+        except Exception as exc:  # the destination is unusable: Event Grid cannot dead-letter, the event is gone
+            with self._lock:
+                self.dropped.append({"subscription": p.sub.name, "event": record, "error": f"{type(exc).__name__}: {exc}"})
+            return
+        with self._lock:
+            self.dead_letters.append({"subscription": p.sub.name, "path": f"{container}/{name}", "event": record,
+                                      "container": container, "blob": name})
 
     # -------------------------------------------------------------- control (loop side)
     async def wait_idle(self, timeout: float = 30.0) -> bool:

@@ -93,8 +93,10 @@ class PushService:
                           retry_total=self.settings.http_retries)
 
     # ------------------------------------------------------------------ entry points
-    def handle_event(self, raw: Any) -> Outcome:
-        """One delivered event → one Outcome (logged, published). Raises TransientError when a redelivery may succeed."""
+    def handle_event(self, raw: Any, *, announce: bool = True) -> Outcome:
+        """One delivered event → one Outcome (logged, published). Raises TransientError when a redelivery may succeed.
+
+        `announce=False` (callers that report in aggregate: the sweep's dead letters) skips the log line and outcome event."""
         started = time.monotonic()
         parsed = parse_event(raw)
         if isinstance(parsed, Rejection):
@@ -106,12 +108,15 @@ class PushService:
         elif (why := self.settings.filters.decide(parsed.repository, parsed.tag)) is not None:
             outcome = o.skipped(o.R_FILTERED, why, **self._ids(ImageTarget.from_event(parsed)))
         else:
-            return self.stream(ImageTarget.from_event(parsed), started=started)
-        return self._finish(outcome, started)
+            return self.stream(ImageTarget.from_event(parsed), started=started, announce=announce)
+        return self._finish(outcome, started, announce)
 
     def stream(self, target: ImageTarget, wait_seconds: float | None = None, report: bool | None = None,
-               started: float | None = None) -> Outcome:
-        """Make one image streamable (the event path and the operator CLI). Raises TransientError for retryable failures."""
+               started: float | None = None, announce: bool = True) -> Outcome:
+        """Make one image streamable (the event path, the operator CLI, the sweep). Raises TransientError for retryable failures.
+
+        The one decision-and-creation entry point: the sweep calls it per digest with `announce=False` (no per-image log line
+        or outcome event; it reports in aggregate) and the same exactly-once lease."""
         started = time.monotonic() if started is None else started
         report = self.settings.report_only if report is None else report
         try:
@@ -134,7 +139,7 @@ class PushService:
             log_event(log, "push.retry", level=logging.WARNING, code=code, detail=str(exc)[:300],
                       duration_ms=round((time.monotonic() - started) * 1000, 1), **self._ids(target))
             raise TransientError(f"{code}: {str(exc)[:300]}", code=code) from None
-        return self._finish(outcome.with_(mode="report" if report else "enforce"), started)
+        return self._finish(outcome.with_(mode="report" if report else "enforce"), started, announce)
 
     # ------------------------------------------------------------------ the decision
     @staticmethod
@@ -220,7 +225,7 @@ class PushService:
                              "ACR creates the streaming artifact", **ids)
 
         if report:
-            existing = acr.streaming_operation(repo, digest)
+            existing = self._latest_operation(acr, repo, digest)
             if existing is not None and existing.in_flight:
                 return Outcome(o.IN_PROGRESS, operation_id=existing.id, mode="report",
                                detail=f"report mode: conversion {existing.id} is already {existing.status}", **ids)
@@ -229,7 +234,7 @@ class PushService:
 
         # Exactly once across instances: serialise on (registry, repository, digest), then re-check under the lock.
         with self.locks.hold(f"{target.registry.name}/{repo}/{digest}"):
-            existing = acr.streaming_operation(repo, digest)
+            existing = self._latest_operation(acr, repo, digest)
             decision = self._reuse(existing, target)
             if decision is None:
                 op = acr.create_streaming(repo, digest)
@@ -270,6 +275,15 @@ class PushService:
                 return False  # unknown repository/manifest: the manifest read decides (replication lag or deleted)
             raise
 
+    @staticmethod
+    def _latest_operation(acr: AcrClient, repository: str, digest: str) -> Operation | None:
+        """The digest's latest conversion; for a failed one, with its error code (`/_streaming/{digest}` shows only id and
+        status, the operation itself says why): a permanent refusal is then reported, not retried every day."""
+        existing = acr.streaming_operation(repository, digest)
+        if existing is not None and existing.status == "Failed" and existing.error_code is None and existing.id:
+            existing = acr.operation(repository, existing.id)
+        return existing
+
     def _reuse(self, existing: Operation | None, target: ImageTarget) -> Outcome | None:
         """What an existing conversion of the digest means: reuse it, trust it, give up, or (None) start a new one."""
         if existing is None:
@@ -306,9 +320,11 @@ class PushService:
         return created.with_(detail=f"conversion {op.id} still {current.status} after waiting {budget:g} s")
 
     # ------------------------------------------------------------------ finishing
-    def _finish(self, outcome: Outcome, started: float) -> Outcome:
+    def _finish(self, outcome: Outcome, started: float, announce: bool = True) -> Outcome:
         outcome = outcome.with_(duration_ms=round((time.monotonic() - started) * 1000, 1),
                                 mode=outcome.mode or self.settings.mode)
+        if not announce:
+            return outcome
         outcome.log(log)
         if self.publisher is not None:
             try:
