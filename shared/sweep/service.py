@@ -170,7 +170,7 @@ class SweepService:
             if store is not None:
                 store.update_registry_state(item.registry_id, lambda s: {"generation": item.run_id, "started_at": _now(),
                                                                          "pending": dict.fromkeys(names)})
-        size = self.settings.page_size
+        size = self.settings.repositories_per_item
         result.follow_ups = [WorkItem(item.run_id, "repos", item.deadline, item.mode, item.registry_id, item.registry,
                                       item.login_server, tuple(repos[i:i + size])) for i in range(0, len(repos), size)]
         return result
