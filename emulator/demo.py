@@ -1,4 +1,4 @@
-"""`make demo`: the autopilot's main job on the local Azure — pushes stream via Event Grid, then the AKS audit and enforce.
+"""`make demo`: the autopilot's main job on the local Azure — pushes stream via Event Grid, the sweep, the AKS audit and enforce.
 
 Everything runs against the emulator exactly as it would against Azure: the function app is loaded by the Functions host
 stand-in, Event Grid delivers the registry's ImagePushed events to it, and the operator CLI (`python -m shared …`) runs as a
@@ -198,6 +198,64 @@ def push_path(emu: Emulator, env: dict[str, str]) -> None:
     note(f"conversions started per digest: {'all exactly one' if not doubles else f'{len(doubles)} digests converted twice!'}")
 
 
+def _latest_run(container: Any) -> str | None:
+    try:
+        return json.loads(container.download_blob("latest.json").readall()).get("run_id")
+    except Exception:
+        return None
+
+
+def sweep_path(emu: Emulator, env: dict[str, str]) -> None:
+    """The reconcile sweep: images from before the deployment, and a push whose event was dead-lettered during an outage."""
+    from azure.storage.blob import BlobServiceClient
+
+    heading("Reconcile sweep: what the events missed")
+    os.environ.update(env)
+    eventgrid = emu.ctx.extras["eventgrid"]
+    blobs = BlobServiceClient.from_connection_string(env["AzureWebJobsStorage"])
+    blobs.create_container("eventgrid-deadletter")  # infra/ creates it and points the subscriptions' dead-lettering at it
+    with emu.world.lock:  # the function app is down (the host stopped above), and dead-lettering goes to Blob Storage
+        sub = emu.world.event_subscriptions["autopilot-contosoprod"]
+        sub.max_delivery_attempts, sub.dead_letter_container = 2, "eventgrid-deadletter"
+    note("an outage: the function app is unreachable, Event Grid gives up on the push and dead-letters it into Blob Storage")
+    requests.post(f"{emu.endpoints['admin']}/registries/contosoprod/images", verify=emu.endpoints["ca_bundle"], timeout=30,
+                  json={"repository": "shop/payments", "tags": ["5.0.0"], "layers_mb": [40, 160], "seed": "payments-500"}
+                  ).raise_for_status()
+    print("  pushed contosoprod/shop/payments:5.0.0 during the outage", flush=True)
+    settle(emu, timeout=240)  # also lets the retries of earlier undelivered events run out
+    for dead in eventgrid.dead_letters:
+        if "blob" in dead:
+            note(f"dead letter: eventgrid-deadletter/{dead['blob']} ({dead['event'].get('subject')}, "
+                 f"{dead['event'].get('deadLetterReason')})")
+    cli(env, "sweep", "--report", "--registry", "contosoprod")
+    heading("Reconcile sweep, enforce: the daily timer plans, queue workers stream (Azurite queue autopilot-sweep)")
+    container = blobs.get_container_client("autopilot-sweep")
+    before = _latest_run(container)
+    host = FunctionsHost(app_module="function_app", max_workers=8).start()
+    try:
+        host.fire_timer("sweep_plan")
+        deadline = time.monotonic() + 180
+        report = None
+        while report is None and time.monotonic() < deadline:
+            if _latest_run(container) not in (None, before):
+                report = container.download_blob("latest.md").readall().decode()
+            else:
+                time.sleep(0.5)
+        host.wait_queues_idle(30)
+    finally:
+        host.stop()
+    works = host.invocations_of("sweep_work")
+    note(f"{len(works)} queue work item(s) ran on the Functions host; report: autopilot-sweep/latest.md")
+    print(report or "(no report within 120 s)")
+    with emu.world.lock:
+        ops = Counter((reg.name, repo.name, op.digest) for reg in emu.world.registries.values()
+                      for repo in reg.repositories.values() for op in repo.operations.values())
+    doubles = [k for k, n in ops.items() if n > 1]
+    note(f"conversions started per digest: {'all exactly one' if not doubles else f'{len(doubles)} digests converted twice!'}")
+    cli(env, "stream", "--registry", "contosoprod", "--image", "shop/payments:5.0.0", "--list-referrers")
+    cli(env, "stream", "--registry", "contosoprod", "--image", "legacy/billing:7.3.2", "--list-referrers")
+
+
 def audit_path(emu: Emulator, env: dict[str, str]) -> None:
     heading("Audit path, report mode: what streams, what cannot and why (changes nothing)")
     cli(env, "audit", "--format", "table")
@@ -216,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emulator.demo", description=__doc__)
     parser.add_argument("--scenario", default=str(SCENARIO))
     parser.add_argument("--skip-push", action="store_true")
+    parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--skip-audit", action="store_true")
     args = parser.parse_args(argv)
     # The host captures INFO records from the app (as the Functions host does); the terminal shows only warnings.
@@ -232,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         show_world(emu)
         if not args.skip_push:
             push_path(emu, env)
+        if not args.skip_sweep:
+            sweep_path(emu, env)
         if not args.skip_audit:
             audit_path(emu, env)
         heading("Done")

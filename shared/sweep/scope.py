@@ -80,6 +80,7 @@ def resolve(settings: SweepSettings, checker: RegistryChecker, names: Iterable[s
             raise UnknownRegistry(f"registry {', '.join(repr(u) for u in unknown)} is not in the sweep's scope (in scope: {known}); "
                                   "check the name, AUTOPILOT_PUSH_REGISTRIES and AUTOPILOT_SWEEP_SUBSCRIPTIONS")
         candidates = [(ref, ls) for ref, ls in candidates if any(_matches(ref, ls, w) for w in wanted)]
+        rows = []  # every named registry was found: what could not be listed elsewhere is not this run's business
     targets: list[RegistryTarget] = []
     for ref, _ls in candidates:
         info = checker.info(ref)

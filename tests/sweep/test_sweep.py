@@ -82,7 +82,8 @@ def test_transient_failures_are_retried_and_permanent_ones_reported_not_retried(
 
 
 def test_cap_then_second_run_finishes_the_rest_without_redoing_work(sweep_stack):
-    stack = sweep_stack(host=False, env={"AUTOPILOT_SWEEP_MAX_CONVERSIONS": "2", "AUTOPILOT_SWEEP_PAGE_SIZE": "2"})
+    stack = sweep_stack(host=False, env={"AUTOPILOT_SWEEP_MAX_CONVERSIONS": "2", "AUTOPILOT_SWEEP_PAGE_SIZE": "2",
+                                                  "AUTOPILOT_SWEEP_REPOSITORIES_PER_ITEM": "2"})
     code, out, _ = run_cli("--registry", PREMIUM, "--format", "json")
     first = row(json.loads(out), PREMIUM)
     assert first["started"] == 2 and first["repositories_left"] >= 1
@@ -129,7 +130,7 @@ def test_unknown_registry_is_a_clear_error(sweep_stack):
 def test_two_queue_workers_and_the_push_path_start_one_conversion_per_digest(sweep_stack, tmp_path):
     from tests.sweep.conftest import start_host
 
-    stack = sweep_stack(env={"AUTOPILOT_SWEEP_PAGE_SIZE": "1"})  # one repository per work item: workers run side by side
+    stack = sweep_stack(env={"AUTOPILOT_SWEEP_REPOSITORIES_PER_ITEM": "1"})  # one repository per item: workers side by side
     (tmp_path / "second").mkdir()
     second = start_host(tmp_path / "second")  # a second instance polling the same queue
     try:
