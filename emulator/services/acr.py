@@ -803,6 +803,8 @@ class RegistryService:
         mans = list(repo.manifests.values())
         if orderby in ("timedesc", "timeasc"):
             mans.sort(key=lambda m: (m.created, m.digest), reverse=orderby == "timedesc")
+        elif orderby:
+            raise _Abort(_error(400, "UNSUPPORTED", f"orderby {orderby!r} is not supported; use timedesc or timeasc"))
         else:
             mans.sort(key=lambda m: m.digest)
         last = request.query.get("last")
