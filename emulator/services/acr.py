@@ -681,6 +681,22 @@ class RegistryService:
         self.reg.repositories.setdefault(name, Repository(name=name))
         return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
 
+    def _chunk_refusal(self, content_range: str | None, have: int, got: int, name: str, uuid: str) -> web.Response | None:
+        """416 for a chunk that does not start where the upload ends (out of order, or sent again), as OCI distribution says.
+
+        `Content-Range: <start>-<end>` (inclusive; `bytes ` prefix tolerated). Without the header the chunk is appended
+        (a streamed upload). The 416 carries the upload's Location and its current Range so the client can resume."""
+        if not content_range:
+            return None
+        m = re.match(r"^(?:bytes[ =])?(\d+)-(\d+)$", content_range.strip())
+        if m and int(m.group(1)) == have and int(m.group(2)) - int(m.group(1)) + 1 == got:
+            return None
+        why = (f"Content-Range {content_range!r} is malformed; send <start>-<end>" if not m else
+               f"the chunk {content_range} does not continue the upload, which holds {have} bytes (next chunk starts at "
+               f"{have}) and whose chunk is {got} bytes; send chunks in order, each once")
+        headers = {"Location": self._upload_location(name, uuid), "Range": f"0-{max(have - 1, 0)}", "Docker-Upload-UUID": uuid}
+        return _error(416, "BLOB_UPLOAD_INVALID", f"blob upload invalid: {why}", uuid, headers=headers)
+
     async def h_upload(self, request: web.Request, name: str, upload_id: str = "") -> web.StreamResponse:
         self.require(request, name, ("push",), "pull,push")
         method = request.method
@@ -712,7 +728,11 @@ class RegistryService:
             self.uploads.pop(uuid, None)
             return web.Response(status=204)
         if method == "PATCH":
-            buf.extend(await request.read())
+            chunk = await request.read()
+            refused = self._chunk_refusal(request.headers.get("Content-Range"), len(buf), len(chunk), name, uuid)
+            if refused is not None:
+                return refused
+            buf.extend(chunk)
             return web.Response(status=202, headers={"Location": self._upload_location(name, uuid),
                                                      "Range": f"0-{max(len(buf) - 1, 0)}", "Docker-Upload-UUID": uuid,
                                                      "Content-Length": "0"})
