@@ -169,6 +169,7 @@ class Emulator:
         mgmt = web.Application(middlewares=[service_middleware(self.ctx, management_classifier)], client_max_size=64 * 1024**2)
         for service in MANAGEMENT_SERVICES:
             service.setup(mgmt, self.ctx)
+        mgmt.router.add_route("*", "/{tail:.*}", arm.unknown_route)  # last: ARM's JSON 404 for what nothing serves
         await self._serve(mgmt, mgmt_sock, ssl_ctx)
         for name, sock in reg_socks.items():
             await self._serve(acr.create_registry_app(self.ctx, self.world.registries[name]), sock, ssl_ctx)

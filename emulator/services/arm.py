@@ -74,12 +74,16 @@ def classify(path: str) -> str | None:
     if path.startswith("/_emulator"):
         return None
     lower = path.lower().rstrip("/")
+    if lower == "/metadata/endpoints":
+        return "arm.metadata"
     if not lower.startswith("/subscriptions"):
         return None
     if lower.count("/") <= 2:
         return "arm.subscriptions"
     if "/locations/" in lower and ("/operations/" in lower or "/operationresults/" in lower):
         return "arm.operations"
+    if re.match(r"^/subscriptions/[^/]+(/resourcegroups/[^/]+)?/resources$", lower):
+        return "arm.resources"
     if "/agentpools" in lower:
         return "arm.agentpools"
     if f"/{AKS_NAMESPACE}/managedclusters" in lower:
@@ -439,6 +443,82 @@ def registry_json(ctx: Context, reg: Registry) -> dict[str, Any]:
     return body
 
 
+RESOURCE_FILTER_RE = re.compile(r"^\s*(resourceType|name)\s+eq\s+'([^']*)'\s*$", re.IGNORECASE)
+
+
+def parse_resource_filter(raw: str | None) -> dict[str, str]:
+    """`resourceType eq 'X' [and name eq 'Y']` (what the az CLI and the SDKs send) -> {"type": X, "name": Y}."""
+    if not raw:
+        return {}
+    wanted: dict[str, str] = {}
+    for clause in re.split(r"\s+and\s+", raw.strip(), flags=re.IGNORECASE):
+        m = RESOURCE_FILTER_RE.match(clause)
+        if m is None:
+            raise ArmFailure(400, "InvalidFilterInQueryString",
+                             f"The $filter '{raw}' is not supported by the local Azure emulator: use resourceType eq '...' "
+                             "and/or name eq '...', joined by 'and'.")
+        wanted["type" if m.group(1).lower() == "resourcetype" else "name"] = m.group(2)
+    return wanted
+
+
+def generic_resource_json(resource: Registry | Cluster) -> dict[str, Any]:
+    """A resource as ARM's generic listing (`GET /subscriptions/{s}/resources`) returns it: id, name, type, location, tags."""
+    if isinstance(resource, Registry):
+        return {"id": resource.resource_id, "name": resource.name, "type": REGISTRY_TYPE,
+                "sku": {"name": resource.sku, "tier": resource.sku}, "location": resource.location, "tags": dict(resource.tags)}
+    return {"id": resource.resource_id, "name": resource.name, "type": "Microsoft.ContainerService/managedClusters",
+            "sku": {"name": "Base", "tier": "Free"}, "location": resource.location, "tags": dict(resource.tags or {})}
+
+
+def cloud_metadata(arm_url: str, api_version: str) -> dict[str, Any] | list[dict[str, Any]]:
+    """ARM's cloud metadata (`GET {arm}/metadata/endpoints`), as `az cloud register` discovers a sovereign cloud with it.
+
+    api-version 2022-09-01 and later answer the one cloud this ARM belongs to; older versions a list of clouds."""
+    base = arm_url.rstrip("/") + "/"
+    cloud = {
+        "portal": base, "authentication": {
+            "loginEndpoint": "https://login.microsoftonline.com/", "audiences": ["https://management.core.windows.net/", "https://management.azure.com/"],
+            "tenant": "common", "identityProvider": "AAD"},
+        "media": base, "graphAudience": "https://graph.windows.net/", "graph": "https://graph.windows.net/",
+        "name": "AzureLocalEmulator",
+        "suffixes": {"azureDataLakeStoreFileSystem": "azuredatalakestore.net", "acrLoginServer": "azurecr.io",
+                     "sqlServerHostname": "database.windows.net", "azureDataLakeAnalyticsCatalogAndJob": "azuredatalakeanalytics.net",
+                     "keyVaultDns": "vault.azure.net", "storage": "core.windows.net",
+                     "azureFrontDoorEndpointSuffix": "azurefd.net", "storageSyncEndpointSuffix": "afs.azure.net",
+                     "mhsmDns": "managedhsm.azure.net", "mysqlServerEndpoint": "mysql.database.azure.com",
+                     "postgresqlServerEndpoint": "postgres.database.azure.com", "mariadbServerEndpoint": "mariadb.database.azure.com",
+                     "synapseAnalytics": "dev.azuresynapse.net", "attestationEndpoint": "attest.azure.net"},
+        "batch": "https://batch.core.windows.net/", "resourceManager": base,
+        "vmImageAliasDoc": "https://raw.githubusercontent.com/Azure/azure-rest-api-specs/master/arm-compute/quickstart-templates/aliases.json",
+        "activeDirectoryDataLake": "https://datalake.azure.net/", "sqlManagement": "https://management.core.windows.net:8443/",
+        "microsoftGraphResourceId": "https://graph.microsoft.com/", "appInsightsResourceId": "https://api.applicationinsights.io",
+        "appInsightsTelemetryChannelResourceId": "https://dc.applicationinsights.azure.com/v2/track",
+        "attestationResourceId": "https://attest.azure.net", "synapseAnalyticsResourceId": "https://dev.azuresynapse.net",
+        "logAnalyticsResourceId": "https://api.loganalytics.io", "ossrDbmsResourceId": "https://ossrdbms-aad.database.windows.net",
+    }
+    return cloud if api_version >= "2022-09-01" else [cloud]
+
+
+def setup_metadata(app: web.Application, ctx: Context) -> None:
+    """`GET /metadata/endpoints?api-version=…` (no authentication, as on Azure) and ARM's JSON 404 for unknown routes."""
+
+    async def endpoints(request: web.Request) -> web.Response:
+        api_version = request.query.get("api-version")
+        if not api_version or not API_VERSION_RE.match(api_version):
+            return arm_error(400, "MissingApiVersionParameter" if not api_version else "InvalidApiVersionParameter",
+                             "The api-version query parameter (?api-version=) is required: use 2022-09-01.",
+                             _arm_headers(request, 400))
+        return json_response(200, cloud_metadata(ctx.management_url, api_version), _arm_headers(request, 200))
+
+    app.router.add_get("/metadata/endpoints", endpoints)
+
+
+async def unknown_route(request: web.Request) -> web.Response:
+    """ARM's error shape for a path nothing serves (registered last, after every management service)."""
+    return arm_error(404, "NotFound", f"No route matches '{request.method} {request.path}' on the local Azure emulator's management "
+                                      "endpoint (ARM, identity, Event Grid topics, /_emulator).", _arm_headers(request, 404))
+
+
 def subscription_json(sub: Subscription) -> dict[str, Any]:
     return {
         "id": f"/subscriptions/{sub.id}",
@@ -639,6 +719,17 @@ def setup(app: web.Application, ctx: Context) -> None:
             return cluster_json(ctx, cluster, req.api_version)
 
         return ok(req, 200, _page(ctx, req.request, clusters, render))
+
+    def list_resources(req: ArmRequest, rg: str | None) -> web.Response:
+        sub = subscription(req, req.segments[1], "Microsoft.Resources/subscriptions/resources/read")
+        rg_lower = resource_group(sub, rg).lower() if rg is not None else None
+        wanted = parse_resource_filter(req.request.query.get("$filter"))
+        index = arm_state(ctx).index(world)
+        found = [*index.registries_by_sub.get(sub.id, []), *index.clusters_by_sub.get(sub.id, [])]
+        items = [generic_resource_json(x) for x in found if rg_lower is None or x.resource_group.lower() == rg_lower]
+        items = [i for i in items if all(i[key].lower() == value.lower() for key, value in wanted.items())]
+        items.sort(key=lambda i: i["id"].lower())
+        return ok(req, 200, _page(ctx, req.request, items, lambda i: i))
 
     def get_cluster(req: ArmRequest, rg: str, name: str) -> web.Response:
         sub = subscription(req, req.segments[1], "Microsoft.ContainerService/managedClusters/read")
@@ -892,6 +983,12 @@ def setup(app: web.Application, ctx: Context) -> None:
                             if method == "PUT":
                                 return await put_pool(req, rg, s[7], s[9])
                             return get_pool(req, rg, s[7], s[9])
+        if n == 3 and low[2] == "resources":
+            only("GET")
+            return list_resources(req, None)
+        if n == 5 and low[2] == "resourcegroups" and low[4] == "resources":
+            only("GET")
+            return list_resources(req, s[3])
         # Anything else inside a subscription: ARM checks the subscription, then does not know the type.
         if n >= 2:
             subscription(req, s[1], "*/read")
@@ -1004,6 +1101,7 @@ def setup(app: web.Application, ctx: Context) -> None:
                              f"{desired.orchestrator_version}. Upgrade the agent pool first.")
 
     setup_admin(app, ctx)
+    setup_metadata(app, ctx)
     app.router.add_route("*", "/subscriptions", dispatch)
     app.router.add_route("*", "/subscriptions/{tail:.*}", dispatch)
     app.router.add_route("*", "/Subscriptions/{tail:.*}", dispatch)
