@@ -113,6 +113,16 @@ def service_middleware(ctx: Context, classify: Classifier, host: str = "", error
     return middleware
 
 
+def bound(handler: Callable[[Context, web.Request], Awaitable[web.StreamResponse]], ctx: Context):
+    """An aiohttp handler that calls `handler(ctx, request)` (module-level handlers stay importable and testable alone)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await handler(ctx, request)
+
+    handle.__name__ = getattr(handler, "__name__", "handler")
+    return handle
+
+
 async def read_json(request: web.Request) -> Any:
     """The request's JSON body; raises ValueError with a readable reason when it is not JSON."""
     raw = await request.read()
