@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,11 @@ def test_az_cli_does_the_two_manual_steps_against_the_emulator(az_cli: Path, mak
     shown_op = az("acr", "artifact-streaming", "operation", "show", "--name", "clireg", "--image", "microsoft:azure-cli",
                   "--output", "json")
     assert shown_op["status"] in ("NotStarted", "Running", "Succeeded") and shown_op["resource"] == f"microsoft@{digest}"
+    deadline = time.monotonic() + 30
+    while emu.call(lambda: ops[0].status) != "Succeeded" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    referrers = az("acr", "manifest", "list-referrers", "--registry", "clireg", "--name", "microsoft:azure-cli", "--output", "json")
+    assert [m["artifactType"] for m in referrers["manifests"]] == ["application/vnd.azure.artifact.streaming.v1"]
 
     # step 2: streaming on for a node pool (GET the pool, PUT it whole with the flag)
     mark = emu.request_mark()
@@ -101,6 +107,7 @@ def test_az_cli_does_the_two_manual_steps_against_the_emulator(az_cli: Path, mak
               "--enable-artifact-streaming", "--output", "json")
     assert pool["artifactStreamingProfile"]["enabled"] is True
     puts = [r for r in emu.requests_since(mark) if r["method"] == "PUT" and r["endpoint_class"] == "arm.agentpools"]
-    assert [r["status"] for r in puts] == [201] or [r["status"] for r in puts] == [200], puts
+    assert [r["status"] for r in puts] == [200], puts  # an update of an existing pool
     assert puts[0]["path"].lower().endswith("/managedclusters/aks1/agentpools/nodepool1")
+    assert json.loads(puts[0]["body"])["properties"]["artifactStreamingProfile"] == {"enabled": True}  # the whole pool, flag on
     assert emu.call(lambda: emu.world.clusters[next(iter(emu.world.clusters))].pools["nodepool1"].artifact_streaming) is True
