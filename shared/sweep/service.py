@@ -24,7 +24,7 @@ from .model import BadWorkItem, SweepReport, Tally, WorkItem
 from .report import render_json, render_markdown, summary_line
 from .settings import QUEUE, SweepSettings
 from .store import SweepStore
-from .worker import STOP_BUDGET, ItemResult, RepoWalker, list_repositories
+from .worker import STOP_BUDGET, STOP_SLICE, ItemResult, RepoWalker, list_repositories
 
 log = logging.getLogger("autopilot.sweep")
 
@@ -142,6 +142,10 @@ class SweepService:
         if item.kind == "registry":
             return [self._plan_registry(item, acr)]
         result = RepoWalker(self.settings, self.push, item, counter or self._counter(item.run_id)).run(acr)
+        if result.stopped == STOP_SLICE:  # continue in this run, from the cursors, on whichever instance takes it
+            result.follow_ups.append(WorkItem(item.run_id, "repos", item.deadline, item.mode, item.registry_id, item.registry,
+                                              item.login_server, tuple(result.left.items())))
+            result.stopped = ""
         store = self.store
         if store is not None and item.mode == "enforce":
             def advance(state: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ class SweepSettings:
     time_budget_seconds: float = 3000.0  # after this long from the plan, workers stop and leave the rest for the next run
     page_size: int = 100  # tags (and repositories) per listing request
     repositories_per_item: int = 10  # repositories per queue work item: the unit the sweep scales out by
+    item_seconds: float = 240.0  # one invocation's share of time (well inside functionTimeout); the rest continues in a new item
     container: str = "autopilot-sweep"  # reports and the resumable state, in the app's storage account
     deadletter_container: str = "eventgrid-deadletter"  # where Event Grid dead-letters undeliverable push events
     auto_convert: tuple[str, ...] = ()  # repository globs that should have convertPushedImages=true (empty: off)
@@ -63,6 +64,7 @@ class SweepSettings:
             time_budget_seconds=env.number("AUTOPILOT_SWEEP_TIME_BUDGET_SECONDS", 3000.0, float, minimum=10, maximum=86_400),
             page_size=env.number("AUTOPILOT_SWEEP_PAGE_SIZE", 100, int, minimum=1, maximum=1000),
             repositories_per_item=env.number("AUTOPILOT_SWEEP_REPOSITORIES_PER_ITEM", 10, int, minimum=1, maximum=500),
+            item_seconds=env.number("AUTOPILOT_SWEEP_ITEM_SECONDS", 240.0, float, minimum=0.0, maximum=3600),
             container=env.container_name("AUTOPILOT_SWEEP_CONTAINER", "autopilot-sweep"),
             deadletter_container=env.container_name("AUTOPILOT_DEADLETTER_CONTAINER", "eventgrid-deadletter"),
             auto_convert=globs,

@@ -19,6 +19,7 @@ from .settings import SweepSettings
 log = logging.getLogger("autopilot.sweep")
 STOP_CAP = "cap"
 STOP_BUDGET = "budget"
+STOP_SLICE = "slice"  # this item ran its share of time: the rest continues in a new item of the same run
 
 
 @dataclass
@@ -68,12 +69,17 @@ class RepoWalker:
         self.ref = RegistryRef.parse(item.registry_id)
         self._started = started
         self._run_started = started(0)
+        self._slice_ends = time.time() + settings.item_seconds
+        self._decided = 0  # digests decided by this item: it always makes progress before it slices
 
     def stop_reason(self) -> str:
-        if time.time() >= self.item.deadline:
+        now = time.time()
+        if now >= self.item.deadline:
             return STOP_BUDGET
         if self.item.mode == "enforce" and self._run_started >= self.settings.max_conversions:
             return STOP_CAP
+        if now >= self._slice_ends and self._decided:
+            return STOP_SLICE
         return ""
 
     def run(self, acr: AcrClient) -> ItemResult:
@@ -90,7 +96,7 @@ class RepoWalker:
             else:
                 result.tally.repositories += 1
                 result.finished_repos.append(repo)
-        result.tally.repositories_left = len(result.left)
+        result.tally.repositories_left = 0 if result.stopped == STOP_SLICE else len(result.left)
         return result
 
     def walk(self, acr: AcrClient, repo: str, cursor: str | None, tally: Tally) -> tuple[str | None, str]:
@@ -122,6 +128,7 @@ class RepoWalker:
             tally.skipped["filtered"] += 1  # per tag: another tag of the same digest may still pass the filters
             return
         seen.add(tag.digest)
+        self._decided += 1
         tally.digests_seen += 1
         assert self.ref is not None
         target = ImageTarget(self.ref, repo, tag.digest, tag.name, acr.login_server, _when(tag.last_update), fresh_push=False)

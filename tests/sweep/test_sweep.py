@@ -219,3 +219,16 @@ def test_bad_queue_message_is_acknowledged_with_a_log_line(sweep_stack):
         time.sleep(0.1)
     (inv,) = stack.host.invocations_of("sweep_work")
     assert inv.succeeded and any("sweep.bad_item" in m for m in inv.messages)
+
+
+def test_an_item_that_runs_its_share_of_time_continues_in_a_new_item_of_the_same_run(sweep_stack):
+    # AUTOPILOT_SWEEP_ITEM_SECONDS=0: every item decides one digest, then hands the rest to a continuation item
+    stack = sweep_stack(env={"AUTOPILOT_SWEEP_ITEM_SECONDS": "0", "AUTOPILOT_PUSH_EXCLUDE": "debug:*"})
+    stack.host.fire_timer("sweep_plan")
+    report = wait_done(stack)
+    prem = row(report, PREMIUM)
+    assert (prem["started"], prem["already_streaming"], prem["digests_seen"]) == (5, 1, 7)
+    assert prem["repositories_left"] == 0 and not report["stopped"]
+    assert len(stack.host.invocations_of("sweep_work")) >= 7 + 2  # continuations ran as their own invocations
+    ops = stack.ops_per_digest()
+    assert len(ops) == 6 and all(n == 1 for n in ops.values())
