@@ -112,9 +112,27 @@ class SweepService:
                                           "rows": [r.as_dict() for r in rows]})
         return run_id, items, rows
 
-    def start_run(self, names: Iterable[str] = (), mode: str | None = None) -> str:
-        """The timer: plan and enqueue (one item per registry, plus the dead letters); the queue workers do the rest."""
+    def running(self) -> str | None:
+        """The previous run when it has not ended yet and its time budget (plus a margin for the last items) is not over."""
+        store = self.store
+        assert store is not None
+        current, _ = store.read("state/current.json")
+        if not current:
+            return None
+        progress = store.progress(str(current.get("run_id")))
+        unfinished = int(progress.get("done", 0)) < int(progress.get("planned", 0))
+        return str(current["run_id"]) if unfinished and time.time() < float(current.get("deadline", 0)) + 600 else None
+
+    def start_run(self, names: Iterable[str] = (), mode: str | None = None) -> str | None:
+        """The timer: plan and enqueue (one item per registry, plus the dead letters); the queue workers do the rest.
+        Returns None (and plans nothing) while the previous run is still working: two runs would walk the same work."""
+        if (previous := self.running()) is not None:
+            log_event(log, "sweep.skipped", level=logging.WARNING, previous_run=previous,
+                      detail="the previous sweep run is still working; this tick plans nothing")
+            return None
         run_id, items, rows = self.plan(names, mode)
+        assert self.store is not None
+        self.store.write("state/current.json", {"run_id": run_id, "deadline": items[0].deadline})
         self._enqueue(run_id, items)
         log_event(log, "sweep.planned", run_id=run_id, registries=len(items) - 1, not_walked=len(rows), queue=QUEUE)
         return run_id
@@ -213,8 +231,9 @@ class SweepService:
         error = store.error(message_key(body)) or "no error recorded (the worker stopped before it could write one)"
         tally = Tally(registry=item.registry or "(dead letters)", login_server=item.login_server)
         what = f"work item {item.kind}" + (f" ({len(item.repos)} repositories from {item.repos[0][0]})" if item.repos else "")
-        tally.fail(what, "WORK_ITEM_POISONED", f"failed {attempts or 'too many'} time(s), moved to {QUEUE}-poison; last error: "
-                   f"{error}; its work is picked up again next run")
+        tries = f"{attempts} time(s)" if attempts else "as often as the queue allows (host.json maxDequeueCount)"
+        tally.fail(what, "WORK_ITEM_POISONED", f"failed {tries}, moved to {QUEUE}-poison; last error: {error}; its work is "
+                   "picked up again next run")
         tally.repositories_left = len(item.repos)
         log_event(log, "sweep.poisoned", level=logging.ERROR, run_id=item.run_id, kind=item.kind, registry=item.registry,
                   error=error[:300])

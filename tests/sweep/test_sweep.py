@@ -232,3 +232,16 @@ def test_an_item_that_runs_its_share_of_time_continues_in_a_new_item_of_the_same
     assert len(stack.host.invocations_of("sweep_work")) >= 7 + 2  # continuations ran as their own invocations
     ops = stack.ops_per_digest()
     assert len(ops) == 6 and all(n == 1 for n in ops.values())
+
+
+def test_a_timer_tick_while_the_previous_run_works_plans_nothing(sweep_stack):
+    stack = sweep_stack(host=False)
+    service = SweepService.from_env()
+    first = service.start_run()
+    assert first is not None
+    assert service.start_run() is None  # nobody works the queue here: the first run has not ended
+    messages = [json.loads(m.content) for m in queue_client("autopilot-sweep").peek_messages(max_messages=32)]
+    # the first run's items only: the two Premium registries (the Standard one is a report row) and the dead letters
+    assert sorted(m["kind"] for m in messages) == ["deadletters", "registry", "registry"]
+    assert {m["run_id"] for m in messages} == {first}
+    assert stack.operations(STANDARD) == []
