@@ -390,6 +390,7 @@ class FunctionsHost:
         self._timer_last: dict[str, str] = {}
         self.startup: list[Future[Invocation]] = []  # run_on_startup timer runs fired by start()
         self.queue_listeners: list[Any] = []  # emulator.queuetrigger.QueueListener per queue-triggered function
+        self.listener_errors: list[str] = []  # queue listeners that could not start (the function does not run)
 
     # -------------------------------------------------------------- lifecycle
     def load(self) -> dict[str, IndexedFunction]:

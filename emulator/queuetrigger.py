@@ -239,10 +239,21 @@ class QueueListener:
 
 
 def start_listeners(host: FunctionsHost, env: Any = None) -> list[QueueListener]:
-    """One listener per queue-triggered function of an indexed host (options from host.json next to the app)."""
+    """One listener per queue-triggered function of an indexed host (options from host.json next to the app).
+
+    As the real host does, a listener that cannot start (no storage connection, storage unreachable) is logged and that
+    function does not run; the other functions do (`host.listener_errors` keeps the messages)."""
     listeners = []
+    errors = getattr(host, "listener_errors", None)
     for fn in host.functions.values():
-        if fn.trigger_type == QUEUE_TRIGGER:
+        if fn.trigger_type != QUEUE_TRIGGER:
+            continue
+        try:
             options = QueueOptions.from_host_json(Path(fn.directory) / "host.json")
             listeners.append(QueueListener(host, fn, options, env).start())
+        except Exception as exc:
+            message = f"The listener for function 'Functions.{fn.name}' was unable to start. {exc}"
+            log.error(message)
+            if isinstance(errors, list):
+                errors.append(message)
     return listeners

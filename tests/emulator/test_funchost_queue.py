@@ -185,3 +185,11 @@ def test_base64_is_what_the_app_client_sends(env: str, queue_name: str):
     raw = QueueServiceClient.from_connection_string(env).get_queue_client(queue_name)
     (m,) = list(raw.peek_messages(max_messages=1))
     assert base64.b64decode(m.content).decode() == "héllo"
+
+
+def test_a_listener_that_cannot_start_is_logged_and_the_other_functions_run(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    with FunctionsHost(app=make_app("nostorage")) as h:
+        assert h.queue_listeners == []
+        assert "Functions.worker' was unable to start" in h.listener_errors[0]
+        assert "AzureWebJobsStorage" in h.listener_errors[0]
