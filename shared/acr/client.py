@@ -244,8 +244,8 @@ class AcrClient:
         for attempt in range(attempts):
             if attempt:
                 existing = self.streaming_operation(repository, digest)
-                if existing is not None and existing.in_flight:
-                    return existing
+                if existing is not None and (existing.in_flight or existing.status == "Succeeded"):
+                    return existing  # the lost answer's conversion (already finished, on a slow retry): not a second one
             try:
                 response = self._call(
                     "POST", f"/acr/v1/{repository}/_streaming/{digest}", repository, ok=(200, 201, 202), json_body=CONVERSION_BODY,
