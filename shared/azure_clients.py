@@ -10,6 +10,9 @@ from .settings import AzureSettings
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+    from azure.mgmt.containerservice import ContainerServiceClient
+    from azure.mgmt.subscription import SubscriptionClient
 
 _lock = threading.Lock()
 _credential: TokenCredential | None = None
@@ -42,19 +45,19 @@ def _mgmt_kwargs(settings: AzureSettings, **kwargs: Any) -> dict[str, Any]:
     }
 
 
-def container_service_client(settings: AzureSettings, subscription_id: str, **kwargs: Any):
+def container_service_client(settings: AzureSettings, subscription_id: str, **kwargs: Any) -> ContainerServiceClient:
     from azure.mgmt.containerservice import ContainerServiceClient
 
     return ContainerServiceClient(credential(), subscription_id, **_mgmt_kwargs(settings, **kwargs))
 
 
-def container_registry_client(settings: AzureSettings, subscription_id: str, **kwargs: Any):
+def container_registry_client(settings: AzureSettings, subscription_id: str, **kwargs: Any) -> ContainerRegistryManagementClient:
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 
     return ContainerRegistryManagementClient(credential(), subscription_id, **_mgmt_kwargs(settings, **kwargs))
 
 
-def subscription_client(settings: AzureSettings, **kwargs: Any):
+def subscription_client(settings: AzureSettings, **kwargs: Any) -> SubscriptionClient:
     from azure.mgmt.subscription import SubscriptionClient
 
     return SubscriptionClient(credential(), **_mgmt_kwargs(settings, **kwargs))
@@ -65,8 +68,8 @@ def describe_error(exc: BaseException) -> str:
     from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
     if is_credential_failure(exc):
-        message = str(getattr(exc, "message", None) or exc).splitlines()
-        return (f"authentication failed: {message[0] if message else type(exc).__name__} "
+        lines = str(getattr(exc, "message", None) or exc).splitlines()
+        return (f"authentication failed: {lines[0] if lines else type(exc).__name__} "
                 "(check the managed identity, AZURE_CLIENT_ID or `az login`)")
     if isinstance(exc, HttpResponseError):
         code = getattr(getattr(exc, "error", None), "code", None)

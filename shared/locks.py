@@ -6,8 +6,8 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager, suppress
+from typing import Any, Protocol
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
@@ -16,6 +16,12 @@ SAFE_RE = re.compile(r"[^A-Za-z0-9._/-]")
 
 class LockBusy(RuntimeError):
     """Another instance held the lock for longer than we were willing to wait (retry later)."""
+
+
+class KeyLock(Protocol):
+    """What the push path needs of a cross-instance lock: hold a key (yielding whether it had to wait for another holder)."""
+
+    def hold(self, key: str) -> AbstractContextManager[bool]: ...
 
 
 class BlobLeaseLock:

@@ -56,6 +56,7 @@ def blob_service_client(source: Mapping[str, str] | None = None) -> BlobServiceC
             else:
                 from .azure_clients import credential
 
+                assert uri is not None  # key is conn or uri, and conn is None here
                 client = BlobServiceClient(account_url=uri, credential=credential())
             _clients[key] = client
         return client

@@ -74,7 +74,7 @@ class Operation:
 
     @classmethod
     def from_body(cls, body: dict[str, Any], op_id: str | None = None) -> Operation:
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
         code = body.get("errorCode") or body.get("code") or error.get("code")
         if not code and isinstance(body.get("details"), str):
             # the recorded operation body has no error field; the code is written into `details` ("… UNKNOWN_ERROR: …")
@@ -128,13 +128,13 @@ class AcrClient:
         logging_policy = HttpLoggingPolicy()  # headers outside its allow-list (Authorization) and query values are redacted
         common = [RequestIdPolicy(), HeadersPolicy(), UserAgentPolicy(base_user_agent=USER_AGENT)]
         # The token endpoints: no auth policy, same retries; their bodies (which carry tokens) are never logged.
-        self._token_client = PipelineClient(
+        self._token_client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(
             self.base_url,
             policies=[*common, RetryPolicy(**retry), logging_policy],
             transport=transport,
         )
         self.tokens = AcrTokenProvider(self.login_server, aad_token, self._send_token_request, self.cache)
-        self._client = PipelineClient(
+        self._client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(
             self.base_url,
             policies=[
                 *common,

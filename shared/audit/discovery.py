@@ -200,11 +200,11 @@ def discover(settings: AuditSettings, clients: Clients, work: list[WorkItem], pr
 
     with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="audit-discovery") as pool:
         clusters: list[ClusterInfo] = []
-        for outcome in pool.map(list_clusters, work):
-            if isinstance(outcome, ReportRow):
-                result.errors.append(outcome)
+        for listed in pool.map(list_clusters, work):
+            if isinstance(listed, ReportRow):
+                result.errors.append(listed)
             else:
-                clusters.extend(outcome)
+                clusters.extend(listed)
         result.clusters = len(clusters)
         if settings.pool_source == "cluster":  # one request per subscription page instead of one per cluster
             result.pools = [pool_record(c, p) for c in clusters for p in c.profiles or []]

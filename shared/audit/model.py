@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 # Pool states, in the order the report lists them. `error` is a subscription or cluster that could not be read.
-STATES = ("compliant", "remediable", "ineligible", "busy", "stopped", "excluded", "error")
+PoolState = Literal["compliant", "remediable", "ineligible", "busy", "stopped", "excluded", "error"]
+STATES: tuple[PoolState, ...] = get_args(PoolState)
 
 # Actions taken on a pool in one run.
 ACTION_NONE = "none"
@@ -66,7 +67,7 @@ class PoolRecord:
 
 @dataclass(frozen=True)
 class Decision:
-    state: str  # one of STATES
+    state: PoolState
     reason: str
     rule: str  # the name of the rule that decided
 
@@ -81,7 +82,7 @@ class ReportRow:
     os_type: str | None
     os_sku: str | None
     kubernetes_version: str | None
-    state: str
+    state: PoolState
     reason: str
     action: str = ACTION_NONE
     outcome: str = ""  # what the operation did (or the error), empty when nothing was attempted
@@ -92,7 +93,8 @@ class ReportRow:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ReportRow:
-        return cls(**{k: raw.get(k) for k in cls.__dataclass_fields__})
+        fields: dict[str, Any] = {k: raw.get(k) for k in cls.__dataclass_fields__}
+        return cls(**fields)
 
 
 @dataclass
@@ -152,7 +154,7 @@ class AuditReport:
 
 
 def summarize(rows: list[ReportRow], failures: int = 0, stopped_early: str = "") -> Summary:
-    by_state = {s: 0 for s in STATES}
+    by_state: dict[str, int] = {s: 0 for s in STATES}
     by_sub: dict[str, dict[str, int]] = {}
     by_action: dict[str, int] = {}
     for row in rows:

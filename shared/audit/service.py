@@ -22,6 +22,7 @@ from .model import (
     AuditReport,
     PendingRemediation,
     PoolRecord,
+    PoolState,
     ReportRow,
     summarize,
 )
@@ -52,7 +53,7 @@ def default_store(settings: AuditSettings) -> ReportStore | None:
     return ReportStore(blob_service_client(), settings.container, shard_suffix=suffix)
 
 
-def _row(record: PoolRecord, state: str, reason: str) -> ReportRow:
+def _row(record: PoolRecord, state: PoolState, reason: str) -> ReportRow:
     return ReportRow(
         subscription_id=record.subscription_id, subscription_name=record.subscription_name,
         resource_group=record.resource_group, cluster=record.cluster, pool=record.pool, os_type=record.os_type,
@@ -177,7 +178,7 @@ def _verify(pending: list[PendingRemediation], pairs: list[tuple[PoolRecord, Rep
 
 
 def _publish(publisher: Any, report: AuditReport) -> None:
-    events = [
+    events: list[tuple[str, str, dict[str, Any]]] = [
         (EVENT_TYPE_PREFIX + _EVENT_ACTIONS[r.action], r.resource_id,
          {"run_id": report.run_id, "state": r.state, "reason": r.reason, "action": r.action, "outcome": r.outcome,
           "subscription_id": r.subscription_id, "resource_group": r.resource_group, "cluster": r.cluster, "pool": r.pool})

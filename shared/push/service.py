@@ -12,7 +12,7 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from ..acr import AcrClient, AcrError, Operation, TokenCache, client_for
-from ..locks import LockBusy
+from ..locks import KeyLock, LockBusy
 from ..logs import log_event
 from ..mediatypes import STREAMING_ARTIFACT_TYPE
 from ..publish import OutcomePublisher
@@ -59,7 +59,7 @@ class PushService:
                  token_cache: TokenCache | None = None) -> None:
         self.settings = settings
         self.registries = RegistryChecker(settings.azure, settings.registry_cache_seconds)
-        self._locks: Any = None
+        self._locks: KeyLock | None = None
         self._locks_guard = threading.Lock()
         self.publisher = publisher
         self.token_cache = token_cache
@@ -79,7 +79,7 @@ class PushService:
         return credential().get_token(f"{self.settings.azure.acr_audience}/.default").token
 
     @property
-    def locks(self) -> Any:
+    def locks(self) -> KeyLock:
         with self._locks_guard:
             if self._locks is None:
                 from ..locks import BlobLeaseLock
