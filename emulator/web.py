@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .faults import FaultDecision, FaultPlan
+from .faults import FaultDecision, FaultPlan, strip_json
 from .model import World
 from .tokens import TokenAuthority
 
@@ -54,7 +54,7 @@ def _injected(request: web.Request, decision: FaultDecision, endpoint_class: str
         if request.transport is not None:
             request.transport.abort()
         raise ConnectionResetError("emulator fault: connection dropped")
-    headers = {}
+    headers = dict(decision.headers)
     if decision.retry_after is not None:
         headers["Retry-After"] = str(int(decision.retry_after)) if decision.retry_after >= 1 else f"{decision.retry_after:g}"
     assert decision.status is not None
@@ -63,6 +63,33 @@ def _injected(request: web.Request, decision: FaultDecision, endpoint_class: str
     resp = (arm_error(decision.status, code, message, headers) if error_style == "arm"
             else acr_error(decision.status, code.upper(), message, headers=headers))
     return resp.status, resp
+
+
+async def _rewrite(request: web.Request, resp: web.StreamResponse, decision: FaultDecision) -> web.StreamResponse:
+    """Apply the answer-shaping faults: a slow answer, fields stripped from JSON, extra headers, a huge body."""
+    if decision.latency_after_s:
+        await asyncio.sleep(decision.latency_after_s)
+    if decision.strip_fields and isinstance(resp, web.Response) and resp.body and "json" in (resp.content_type or ""):
+        body = strip_json(json.loads(resp.body), decision.strip_fields)  # type: ignore[arg-type]
+        resp = json_response(resp.status, body, {k: v for k, v in resp.headers.items() if k.lower() not in ("content-length",
+                                                                                                         "content-type")})
+    for key, value in decision.set_headers.items():
+        resp.headers[key] = value
+    if decision.body_bytes and resp.status == 200:
+        huge = web.StreamResponse(status=200, headers={"Content-Type": "application/octet-stream"})
+        huge.enable_chunked_encoding()
+        await huge.prepare(request)
+        chunk = b"{" + b" " * (64 * 1024 - 1)
+        sent = 0
+        try:
+            while sent < decision.body_bytes:
+                await huge.write(chunk[: decision.body_bytes - sent])
+                sent += len(chunk)
+            await huge.write_eof()
+        except (ConnectionResetError, RuntimeError):
+            pass  # the client stopped reading (what a capped reader does)
+        return huge
+    return resp
 
 
 Classifier = Callable[[web.Request], str]
@@ -94,6 +121,8 @@ def service_middleware(ctx: Context, classify: Classifier, host: str = "", error
                 status = exc.status
                 raise
             status = resp.status
+            if decision is not None and decision.rewrites:
+                resp = await _rewrite(request, resp, decision)
             if decision is not None and decision.after_handler and (decision.drop or decision.status is not None):
                 # the request was processed; its answer is lost on the way back (the client cannot tell what happened)
                 status = -1 if decision.drop else status

@@ -28,7 +28,8 @@ def credential() -> TokenCredential:
         if _credential is None:
             from azure.identity import DefaultAzureCredential
 
-            _credential = DefaultAzureCredential()
+            # the identity endpoint is called by every client's auth policy: the same bounded, pooled transport
+            _credential = DefaultAzureCredential(transport=transport(IDENTITY_PROFILE))
         return _credential
 
 
@@ -68,7 +69,8 @@ class HttpProfile:
 # One instance serves up to 32 concurrent invocations (the Python worker's default thread pool is min(32, CPUs + 4)).
 ARM_PROFILE = HttpProfile(connect_timeout=5.0, read_timeout=30.0, retry_total=3)
 STORAGE_PROFILE = HttpProfile(connect_timeout=3.0, read_timeout=10.0, retry_total=2, backoff_max=2.0)
-TOPIC_PROFILE = HttpProfile(connect_timeout=3.0, read_timeout=10.0, retry_total=1, retry_after_max=5.0)
+TOPIC_PROFILE = HttpProfile(connect_timeout=3.0, read_timeout=5.0, retry_total=0, retry_after_max=5.0)
+IDENTITY_PROFILE = HttpProfile(connect_timeout=3.0, read_timeout=10.0, retry_total=3)
 ACR_PROFILE = HttpProfile(connect_timeout=5.0, read_timeout=30.0, retry_total=4)
 
 
@@ -86,7 +88,7 @@ def retry_policy(profile: HttpProfile, retry_total: int | None = None) -> Deadli
 def client_kwargs(profile: HttpProfile) -> dict[str, Any]:
     """Keyword arguments any azure-core based client takes: our transport and retry policy, plus the timeouts themselves
     (clients that build part of their pipeline from them, such as the storage SDK, see the same numbers)."""
-    return {"transport": transport(profile), "retry_policy": retry_policy(profile),
+    return {"transport": transport(profile), "retry_policy": retry_policy(profile), "retry_total": profile.retry_total,
             "connection_timeout": profile.connect_timeout, "read_timeout": profile.read_timeout}
 
 

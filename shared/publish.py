@@ -68,7 +68,9 @@ class OutcomePublisher:
     def _get_client(self) -> Any:
         with self._lock:
             if self._client is None:
-                from azure.eventgrid import EventGridPublisherClient
+                # azure-eventgrid 4.22's EventGridPublisherClient drops every keyword argument (transport, timeouts,
+                # retries) when it wraps the basic-topic client; the wrapped client takes them, so it is built directly.
+                from azure.eventgrid._legacy import EventGridPublisherClient
 
                 if self.settings.key:
                     from azure.core.credentials import AzureKeyCredential
@@ -80,7 +82,8 @@ class OutcomePublisher:
                     credential = process_credential()
                 from .azure_clients import TOPIC_PROFILE, client_kwargs
 
-                # explicit timeouts and one retry: an unresponsive topic costs seconds, never the push that already finished
+                # explicit timeouts, no retry (its RetryPolicy would sleep any Retry-After): an unresponsive topic costs
+                # seconds, never the push that already finished; a lost notification is logged (push.publish_failed)
                 self._client = EventGridPublisherClient(self.settings.endpoint, credential, **client_kwargs(TOPIC_PROFILE))
             return self._client
 

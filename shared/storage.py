@@ -19,14 +19,26 @@ _clients: dict[str, BlobServiceClient] = {}
 def _client_kwargs() -> dict[str, Any]:
     """Explicit timeouts, a short retry (storage's own policy: a black-holed account fails in seconds, not minutes), a pool
     for the instance's concurrent invocations, and every attempt capped by the invocation's deadline (shared/deadline.py)."""
-    from azure.storage.blob import ExponentialRetry
-
     from .azure_clients import STORAGE_PROFILE, client_kwargs
 
     kwargs = client_kwargs(STORAGE_PROFILE)
-    kwargs["retry_policy"] = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=STORAGE_PROFILE.retry_total,
-                                              random_jitter_range=1)
+    kwargs["retry_policy"] = _deadline_retry(STORAGE_PROFILE.retry_total)
     return kwargs
+
+
+def _deadline_retry(retry_total: int) -> Any:
+    """Storage's own exponential retry (1 s, 3 s, ±1 s), its waits cut to what is left of the invocation's deadline."""
+    from azure.storage.blob import ExponentialRetry
+
+    from .deadline import current
+
+    class DeadlineExponentialRetry(ExponentialRetry):
+        def get_backoff_time(self, settings: dict[str, Any]) -> float:
+            backoff = super().get_backoff_time(settings)
+            deadline = current()
+            return deadline.cap(backoff) if deadline is not None else backoff
+
+    return DeadlineExponentialRetry(initial_backoff=1, increment_base=2, retry_total=retry_total, random_jitter_range=1)
 
 
 def configured(source: Mapping[str, str] | None = None) -> bool:

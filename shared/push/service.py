@@ -209,7 +209,7 @@ class PushService:
             return o.skipped(verdict.reason or "unsupported", verdict.detail or "", code=verdict.code, **ids)
         if not verdict.is_index:
             try:
-                config = acr.blob_json(repo, verdict.config_digest or "")
+                config = acr.blob_json(repo, verdict.config_digest or "", size=verdict.config_size)
             except AcrError as exc:
                 if exc.status == 404:
                     return self._not_found(target, f"config blob {verdict.config_digest}")
