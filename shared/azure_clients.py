@@ -3,7 +3,9 @@ timeouts, a capped retry policy bounded by the invocation deadline and a connect
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -168,20 +170,48 @@ def wire_text(value: Any) -> str | None:
     return str(getattr(value, "value", value))
 
 
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+def env_settings() -> dict[str, Any]:
+    """How a transport reads the environment. Without proxy variables, once, when it is built: the CA bundle
+    (REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, how the app trusts a sovereign cloud's or the emulator's CA) becomes the
+    transport's own setting, and requests stops re-reading proxies, CA bundle and ~/.netrc on every request. With proxy
+    variables set, per request, as requests does by default."""
+    if any(os.environ.get(name) or os.environ.get(name.lower()) for name in PROXY_VARIABLES):
+        return {}
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return {"use_env_settings": False, "connection_verify": bundle or True}
+
+
 def _bounded_transport_class() -> type:
     from azure.core.pipeline.transport import RequestsTransport
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
 
+    class _Adapter(HTTPAdapter):
+        """Sets a pool's CA once, not on every request (two filesystem stats per request otherwise)."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._verified: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+
+        def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+            if self._verified.get(conn) == (verify, cert):
+                return
+            super().cert_verify(conn, url, verify, cert)
+            self._verified[conn] = (verify, cert)
+
     class _BoundedTransport(RequestsTransport):
         def __init__(self, profile: HttpProfile) -> None:
-            super().__init__(connection_timeout=profile.connect_timeout, read_timeout=profile.read_timeout)
+            env = env_settings()
+            super().__init__(connection_timeout=profile.connect_timeout, read_timeout=profile.read_timeout, **env)
             self.profile = profile
 
         def _init_session(self, session: Any) -> None:
             super()._init_session(session)
-            adapter = HTTPAdapter(pool_connections=10, pool_maxsize=self.profile.pool_size, pool_block=False,
-                                  max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+            adapter = _Adapter(pool_connections=10, pool_maxsize=self.profile.pool_size, pool_block=False,
+                               max_retries=Retry(total=False, redirect=False, raise_on_status=False))
             for prefix in ("https://", "http://"):
                 session.mount(prefix, adapter)
 

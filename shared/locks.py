@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import time
@@ -40,7 +41,7 @@ class KeyLock(Protocol):
 
 
 class _Lease:
-    """One held blob lease, renewed by a background thread every third of its duration until released."""
+    """One held blob lease; `_Renewer` renews it every third of its duration until it is released."""
 
     def __init__(self, lease: Any, key: str, seconds: int, waited: bool) -> None:
         self.lease = lease
@@ -49,21 +50,13 @@ class _Lease:
         self.waited = waited
         self.renewed_at = time.monotonic()
         self.error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._renew_loop, name=f"lease-renew-{self.key[-12:]}", daemon=True)
-        self._thread.start()
-
-    def _renew_loop(self) -> None:
-        while not self._stop.wait(self.seconds / 3):
-            try:
-                self.lease.renew()
-                self.renewed_at = time.monotonic()
-            except Exception as exc:  # storage unreachable or the lease lost: ensure() refuses from now on
-                self.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                return
+    def renew(self) -> None:
+        try:
+            self.lease.renew()
+            self.renewed_at = time.monotonic()
+        except Exception as exc:  # storage unreachable or the lease lost: ensure() refuses from now on
+            self.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
     def ensure(self) -> None:
         left = self.seconds - (time.monotonic() - self.renewed_at)
@@ -71,10 +64,39 @@ class _Lease:
             why = f"renewal failed ({self.error})" if self.error else f"only {max(left, 0):.1f} s of the lease left"
             raise LockLost(f"lock {self.key!r} may no longer be ours: {why}; retry later")
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+
+class _Renewer:
+    """One daemon thread per lock object renewing every held lease a third of the way through it (most holds end long
+    before: a push holds its lease for two registry calls), so holding costs no thread start per event."""
+
+    def __init__(self) -> None:
+        self._held: set[_Lease] = set()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, lease: _Lease) -> None:
+        with self._cond:
+            self._held.add(lease)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def remove(self, lease: _Lease) -> None:
+        with self._cond:
+            self._held.discard(lease)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [h for h in self._held if h.error is None and now - h.renewed_at >= h.seconds / 3]
+                if not due:
+                    nxt = min((h.renewed_at + h.seconds / 3 for h in self._held if h.error is None), default=now + 60)
+                    self._cond.wait(max(0.05, nxt - now))
+                    continue
+            for held in due:  # outside the condition: a slow storage call must not block add()/remove()
+                held.renew()
 
 
 RENEW_MARGIN_SECONDS = 5.0  # ensure() refuses when less than this is left of the lease since its last renewal
@@ -90,19 +112,27 @@ class BlobLeaseLock:
     """
 
     def __init__(self, service_client: Any, container: str = "autopilot-locks", lease_seconds: int = 30,
-                 wait_seconds: float | None = None, poll_seconds: float = 0.05) -> None:
+                 wait_seconds: float | None = None, poll_seconds: float = 0.05, shards: int = 256) -> None:
         if not 15 <= lease_seconds <= 60:
             raise ValueError("lease_seconds must be between 15 and 60 (blob lease bounds)")
         self.container = service_client.get_container_client(container)
         self.lease_seconds = lease_seconds
         self.wait_seconds = lease_seconds + 5.0 if wait_seconds is None else wait_seconds
         self.poll_seconds = poll_seconds
+        self.shards = shards
         self._container_ready = False
         self._guard = threading.Lock()
+        self._renewer = _Renewer()
+        self._blobs: dict[str, Any] = {}
+        self._local: dict[str, threading.Lock] = {}  # holders in this process queue here, not by polling the lease
 
-    @staticmethod
-    def blob_name(key: str) -> str:
-        return SAFE_RE.sub("-", key.replace(":", "-"))[:1024]
+    def blob_name(self, key: str) -> str:
+        """The lease blob guarding `key`: one of `shards` per scope (the key's first path segment, e.g. the registry), so
+        blobs exist after a warm-up and holding costs two requests (acquire, release) instead of creating a blob per key.
+        Two keys sharing a shard only wait for each other; exclusion per key is unchanged."""
+        scope = SAFE_RE.sub("-", key.split("/", 1)[0].replace(":", "-"))[:200] or "default"
+        shard = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % self.shards
+        return f"{scope}/shard-{shard:04d}"
 
     def _ensure_container(self) -> None:
         with self._guard:
@@ -112,15 +142,17 @@ class BlobLeaseLock:
                 self.container.create_container()
             self._container_ready = True
 
-    def _blob(self, key: str) -> Any:
+    def _blob(self, name: str) -> Any:
+        """The blob's client, made once per name (at most `shards` per scope; used by one holder at a time)."""
         self._ensure_container()
-        return self.container.get_blob_client(self.blob_name(key))
+        with self._guard:
+            blob = self._blobs.get(name)
+            if blob is None:
+                blob = self._blobs[name] = self.container.get_blob_client(name)
+            return blob
 
     def _acquire(self, blob: Any, key: str) -> tuple[Any, bool]:
-        wait = self.wait_seconds
-        bound = current_deadline()
-        if bound is not None:
-            wait = bound.cap(wait)
+        wait = self._wait_budget()
         deadline = time.monotonic() + wait
         waited = False
         delay = self.poll_seconds
@@ -147,13 +179,39 @@ class BlobLeaseLock:
     @contextmanager
     def hold(self, key: str) -> Iterator[Held]:
         """Yields the held lease (`.waited`: True when it had to wait for another holder, who may have done the work)."""
-        blob = self._blob(key)
-        lease, waited = self._acquire(blob, key)
-        held = _Lease(lease, key, self.lease_seconds, waited)
-        held.start()
+        name = self.blob_name(key)
+        local = self._local_lock(name)
+        waited_here = not local.acquire(blocking=False)
+        if waited_here and not local.acquire(timeout=self._wait_budget()):
+            raise LockBusy(f"lock {key!r} is still held in this instance after {self._wait_budget():.0f} s; retry later")
         try:
-            yield held
+            blob = self._blob(name)
+            lease, waited = self._acquire(blob, key)
+            held = _Lease(lease, key, self.lease_seconds, waited or waited_here)
+            self._renewer.add(held)
+            try:
+                yield held
+            finally:
+                self._renewer.remove(held)
+                with suppress(HttpResponseError, ServiceRequestError):  # expired or lost: it lapses on its own within lease_seconds
+                    lease.release()
         finally:
-            held.stop()
-            with suppress(HttpResponseError, ServiceRequestError):  # expired or lost: it lapses on its own within lease_seconds
-                lease.release()
+            local.release()
+            self._forget(name, local)
+
+    def _local_lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            lock = self._local.get(key)
+            if lock is None:
+                lock = self._local[key] = threading.Lock()
+            return lock
+
+    def _forget(self, key: str, lock: threading.Lock) -> None:
+        with self._guard:  # drop an idle lock so the map stays as small as the keys being held
+            if self._local.get(key) is lock and lock.acquire(blocking=False):
+                del self._local[key]
+                lock.release()
+
+    def _wait_budget(self) -> float:
+        bound = current_deadline()
+        return max(0.0, bound.cap(self.wait_seconds)) if bound is not None else self.wait_seconds
