@@ -80,7 +80,7 @@ class _Renewer:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            # no notify: every lease lasts at least 15 s and the thread wakes at least every 5 s, so it is never late
 
     def remove(self, lease: _Lease) -> None:
         with self._cond:
@@ -92,13 +92,14 @@ class _Renewer:
                 now = time.monotonic()
                 due = [h for h in self._held if h.error is None and now - h.renewed_at >= h.seconds / 3]
                 if not due:
-                    nxt = min((h.renewed_at + h.seconds / 3 for h in self._held if h.error is None), default=now + 60)
+                    nxt = min((h.renewed_at + h.seconds / 3 for h in self._held if h.error is None), default=now + IDLE_WAKE_SECONDS)
                     self._cond.wait(max(0.05, nxt - now))
                     continue
             for held in due:  # outside the condition: a slow storage call must not block add()/remove()
                 held.renew()
 
 
+IDLE_WAKE_SECONDS = 5.0  # the renewer's longest sleep: a third of the shortest lease Azure allows
 RENEW_MARGIN_SECONDS = 5.0  # ensure() refuses when less than this is left of the lease since its last renewal
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Final, Literal, get_args
 
 from ..logs import log_event
@@ -66,7 +66,8 @@ class Outcome:
         return replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The set fields (all flat values: no deep copy needed, unlike dataclasses.asdict)."""
+        return {f.name: value for f in fields(self) if (value := getattr(self, f.name)) is not None}
 
     @property
     def subject(self) -> str:
