@@ -58,11 +58,24 @@ class _Lease:
         except Exception as exc:  # storage unreachable or the lease lost: ensure() refuses from now on
             self.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
+    def left(self) -> float:
+        return self.seconds - (time.monotonic() - self.renewed_at)
+
     def ensure(self) -> None:
-        left = self.seconds - (time.monotonic() - self.renewed_at)
+        left = self.left()
         if self.error is not None or left < RENEW_MARGIN_SECONDS:
             why = f"renewal failed ({self.error})" if self.error else f"only {max(left, 0):.1f} s of the lease left"
             raise LockLost(f"lock {self.key!r} may no longer be ours: {why}; retry later")
+
+
+class _Slot:
+    """One lease blob's in-process queue: its lock, how many wait for it, and a lease handed on by the last holder."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiters = 0
+        self.handed: _Lease | None = None
+
 
 
 class _Renewer:
@@ -125,7 +138,7 @@ class BlobLeaseLock:
         self._guard = threading.Lock()
         self._renewer = _Renewer()
         self._blobs: dict[str, Any] = {}
-        self._local: dict[str, threading.Lock] = {}  # holders in this process queue here, not by polling the lease
+        self._slots: dict[str, _Slot] = {}  # holders in this process queue here, not by polling the lease
 
     def blob_name(self, key: str) -> str:
         """The lease blob guarding `key`: one of `shards` per scope (the key's first path segment, e.g. the registry), so
@@ -179,39 +192,70 @@ class BlobLeaseLock:
 
     @contextmanager
     def hold(self, key: str) -> Iterator[Held]:
-        """Yields the held lease (`.waited`: True when it had to wait for another holder, who may have done the work)."""
+        """Yields the held lease (`.waited`: True when it had to wait for another holder, who may have done the work).
+
+        Holders of one lease blob in this process queue on an in-process lock; a holder that finishes while others queue
+        hands its (still renewed) lease to the next instead of releasing it, so a burst of tags of one digest costs one
+        acquire and one release. Other instances still see the blob leased throughout."""
         name = self.blob_name(key)
-        local = self._local_lock(name)
-        waited_here = not local.acquire(blocking=False)
-        if waited_here and not local.acquire(timeout=self._wait_budget()):
+        slot = self._enter(name)
+        try:
+            waited_here = not slot.lock.acquire(blocking=False)
+            got = not waited_here or slot.lock.acquire(timeout=self._wait_budget())
+        finally:
+            with self._guard:
+                slot.waiters -= 1
+        if not got:
+            self._settle(name, slot)
             raise LockBusy(f"lock {key!r} is still held in this instance after {self._wait_budget():.0f} s; retry later")
         try:
-            blob = self._blob(name)
-            lease, waited = self._acquire(blob, key)
-            held = _Lease(lease, key, self.lease_seconds, waited or waited_here)
-            self._renewer.add(held)
+            held, slot.handed = slot.handed, None  # ours to take: we hold the slot's lock
+            if held is not None and (held.error is not None or held.left() <= RENEW_MARGIN_SECONDS):
+                self._release(held)  # lapsing anyway: acquire a new one
+                held = None
+            if held is None:
+                lease, waited = self._acquire(self._blob(name), key)
+                held = _Lease(lease, key, self.lease_seconds, waited or waited_here)
+                self._renewer.add(held)
+            else:
+                held.key, held.waited = key, True
             try:
                 yield held
             finally:
-                self._renewer.remove(held)
-                with suppress(HttpResponseError, ServiceRequestError):  # expired or lost: it lapses on its own within lease_seconds
-                    lease.release()
+                with self._guard:
+                    pass_on = slot.waiters > 0 and held.error is None and held.left() > RENEW_MARGIN_SECONDS
+                    if pass_on:
+                        slot.handed = held
+                if not pass_on:
+                    self._release(held)
         finally:
-            local.release()
-            self._forget(name, local)
+            slot.lock.release()
+            self._settle(name, slot)
 
-    def _local_lock(self, key: str) -> threading.Lock:
+    def _release(self, held: _Lease) -> None:
+        self._renewer.remove(held)
+        with suppress(HttpResponseError, ServiceRequestError):  # expired or lost: it lapses on its own within lease_seconds
+            held.lease.release()
+
+    def _enter(self, name: str) -> _Slot:
         with self._guard:
-            lock = self._local.get(key)
-            if lock is None:
-                lock = self._local[key] = threading.Lock()
-            return lock
+            slot = self._slots.get(name)
+            if slot is None:
+                slot = self._slots[name] = _Slot()
+            slot.waiters += 1
+            return slot
 
-    def _forget(self, key: str, lock: threading.Lock) -> None:
-        with self._guard:  # drop an idle lock so the map stays as small as the keys being held
-            if self._local.get(key) is lock and lock.acquire(blocking=False):
-                del self._local[key]
-                lock.release()
+    def _settle(self, name: str, slot: _Slot) -> None:
+        """Nobody queues for the slot any more: release a lease still handed to it, and drop the slot."""
+        handed = None
+        with self._guard:
+            if slot.waiters == 0 and slot.lock.acquire(blocking=False):
+                handed, slot.handed = slot.handed, None
+                if self._slots.get(name) is slot:
+                    del self._slots[name]
+                slot.lock.release()
+        if handed is not None:
+            self._release(handed)
 
     def _wait_budget(self) -> float:
         bound = current_deadline()

@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from .settings import Env, SettingsError
@@ -93,13 +94,14 @@ class OutcomePublisher:
 
     def publish_many(self, events: Iterable[OutgoingEvent | tuple[str, str, dict[str, Any]]]) -> int:
         """Send several CloudEvents in one request; items are OutgoingEvent or (event_type, subject, data). Returns the count."""
-        from azure.core.messaging import CloudEvent
-
         batches: list[list[Any]] = [[]]
         size = 0
+        now = datetime.now(UTC).isoformat()
         for item in events:
             ev = item if isinstance(item, OutgoingEvent) else OutgoingEvent(*item)
-            cloud_event = CloudEvent(source=EVENT_SOURCE, type=ev.event_type, subject=ev.subject, data=ev.data, id=str(uuid.uuid4()))
+            # The SDK's documented dict form of a CloudEvent (sent as is): the model objects cost ~1 ms each to serialize.
+            cloud_event = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": EVENT_SOURCE, "type": ev.event_type,
+                           "subject": ev.subject, "time": now, "datacontenttype": "application/json", "data": ev.data}
             approx = len(json.dumps(ev.data, default=str)) + len(ev.subject) + len(ev.event_type) + 200
             if batches[-1] and size + approx > MAX_BATCH_BYTES:  # Event Grid takes at most 1 MB per publish request
                 batches.append([])
