@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# checkov (and the Bicep parser it pins) in a venv of their own: their pins must not move the app's Azure SDKs.
+INFRA_VENV := .venv-infra
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup infra-tools demo test lint bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,10 +18,17 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(VENV)/.installed node_modules/.installed
 
+$(INFRA_VENV)/.installed: requirements-infra.txt
+	test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
+	touch $@
+
+infra-tools: $(INFRA_VENV)/.installed
+
 demo: setup
 	$(PY) -m emulator.demo
 
-test: setup
+test: setup infra-tools
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
@@ -28,4 +37,4 @@ bench: setup
 	$(PY) bench/audit_bench.py
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(INFRA_VENV) node_modules .pytest_cache .ruff_cache .hypothesis
