@@ -60,9 +60,9 @@ def settings_read_by(paths: list[Path]) -> set[str]:
                     found.add(name)
             elif isinstance(node, ast.Subscript) and _is_environ(node.value) and isinstance(node.slice, ast.Constant):
                 found.add(str(node.slice.value))
-            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-                if any(isinstance(t, ast.Name) and t.id.endswith("SETTING") for t in node.targets) and NAME.fullmatch(node.value.value):
-                    found.add(node.value.value)
+            elif (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+                  and any(isinstance(t, ast.Name) and t.id.endswith("SETTING") for t in node.targets) and NAME.fullmatch(node.value.value)):
+                found.add(node.value.value)
     return found
 
 
