@@ -36,7 +36,7 @@ resource dataPlaneRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-// ARM read of the registry (SKU, encryption, login server); AcrPush includes it, the ABAC repository roles do not.
+// ARM read of the registry (SKU, encryption, login server) for the eligibility check: the data-plane roles do not grant it.
 resource readerRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(registry.id, appPrincipalId, reader)
   scope: registry
@@ -53,6 +53,7 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
   scope: systemTopic
   properties: {
     workspaceId: workspaceId
+    logAnalyticsDestinationType: 'Dedicated' // resource-specific tables (AegDeliveryFailureLogs) rather than AzureDiagnostics
     metrics: [{ category: 'AllMetrics', enabled: true }]
     logs: [{ category: 'DeliveryFailures', enabled: true }]
   }
