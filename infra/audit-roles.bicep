@@ -13,7 +13,8 @@ var readActions = [
   'Microsoft.ContainerService/managedClusters/agentPools/read'
 ]
 var actions = allowEnforce ? concat(readActions, ['Microsoft.ContainerService/managedClusters/agentPools/write']) : readActions
-var roleName = allowEnforce ? 'Artifact Streaming Autopilot (enforce)' : 'Artifact Streaming Autopilot (report)'
+// Custom role names are unique in the tenant, so each subscription's role carries its subscription ID.
+var roleName = '${allowEnforce ? 'Artifact Streaming Autopilot (enforce)' : 'Artifact Streaming Autopilot (report)'} - ${subscription().subscriptionId}'
 var roleId = guid(subscription().id, roleName)
 
 resource auditRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
