@@ -64,6 +64,10 @@ def configure(env: Mapping[str, str] | None = None, **options: Any) -> bool:
 
             options["credential"] = credential()  # the user-assigned identity named by AZURE_CLIENT_ID
         configure_azure_monitor(connection_string=connection_string, instrumentation_options=INSTRUMENTATIONS, **options)
+        from opentelemetry.instrumentation.threading import ThreadingInstrumentor
+
+        # Work a function hands to a thread pool (the audit's discovery and remediation) stays in the invocation's trace.
+        ThreadingInstrumentor().instrument()
         _configured = True
     log.info("telemetry: exporting to Azure Monitor (OpenTelemetry)")
     return True

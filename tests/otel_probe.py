@@ -23,14 +23,11 @@ HOST_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 HOST_SPAN_ID = "00f067aa0ba902b7"
 
 
-def run_push(event: dict[str, Any]) -> None:
-    import azure.functions as func
-
+def invoke(name: str, trigger: Any) -> None:
+    """Run one function of the app as the worker does: inside the trace context the host sent with the invocation."""
     import function_app
 
-    (function,) = [f for f in function_app.app.get_functions() if f.get_function_name() == "on_image_pushed"]
-    trigger = func.EventGridEvent(id=event["id"], data=event["data"], topic=event["topic"], subject=event["subject"],
-                                  event_type=event["eventType"], event_time=None, data_version=event["dataVersion"])
+    (function,) = [f for f in function_app.app.get_functions() if f.get_function_name() == name]
     carrier = {"traceparent": f"00-{HOST_TRACE_ID}-{HOST_SPAN_ID}-01"}
     token = context.attach(TraceContextTextMapPropagator().extract(carrier))
     try:
@@ -39,12 +36,17 @@ def run_push(event: dict[str, Any]) -> None:
         context.detach(token)
 
 
-def run_audit() -> None:
-    import function_app  # noqa: F401  (configures telemetry as in the app)
-    from shared.audit.service import run_audit as audit
-    from shared.audit.settings import AuditSettings
+def run_push(event: dict[str, Any]) -> None:
+    import azure.functions as func
 
-    audit(AuditSettings.from_env())
+    invoke("on_image_pushed", func.EventGridEvent(id=event["id"], data=event["data"], topic=event["topic"], subject=event["subject"],
+                                                  event_type=event["eventType"], event_time=None, data_version=event["dataVersion"]))
+
+
+def run_audit() -> None:
+    from azure.functions.timer import TimerRequest
+
+    invoke("audit_node_pools", TimerRequest(past_due=False))
 
 
 def main() -> None:

@@ -47,6 +47,16 @@ def assert_no_secret(exported: dict[str, Any], emu: Emulator) -> None:
         assert value in ("REDACTED", ""), f"a signed link's signature was exported: sig={value[:6]}…"
 
 
+def assert_spans_descend_from_the_invocation(spans: list[dict[str, Any]]) -> None:
+    assert {s["trace_id"] for s in spans} == {HOST_TRACE_ID}, "every span of the invocation is in the host's trace"
+    by_id = {s["span_id"]: s for s in spans}
+    for span in spans:  # each span (HTTP calls included) descends from the host's invocation span
+        node = span
+        while node["parent_id"] in by_id:
+            node = by_id[node["parent_id"]]
+        assert node["parent_id"] == HOST_SPAN_ID, span["name"]
+
+
 def test_push_outcome_fields_arrive_and_http_calls_are_spans_of_the_invocation(make_emulator: Callable[..., Emulator]) -> None:
     emu = make_emulator(scenario([{"tags": ["1.0"], "layers_mb": [2]}]))
     digest = emu.world.registries[PREMIUM].repositories["app"].tags["1.0"].digest
@@ -68,13 +78,7 @@ def test_push_outcome_fields_arrive_and_http_calls_are_spans_of_the_invocation(m
     for part in (f"/registries/{PREMIUM}?", f"/acr/v1/app/_streaming/{digest}", "/locks-otel-", "/api/events"):
         assert any(part in url for url in urls), (part, urls)
     assert any("sig=REDACTED" in url for url in urls), "the config blob's signed link was read and its signature redacted"
-    assert {s["trace_id"] for s in out["spans"]} == {HOST_TRACE_ID}, "every span of the invocation is in the host's trace"
-    by_id = {s["span_id"]: s for s in out["spans"]}
-    for span in http:  # each HTTP call descends from the host's invocation span
-        node = span
-        while node["parent_id"] in by_id:
-            node = by_id[node["parent_id"]]
-        assert node["parent_id"] == HOST_SPAN_ID, span["name"]
+    assert_spans_descend_from_the_invocation(out["spans"])
     assert_no_secret(out, emu)
 
 
@@ -87,6 +91,11 @@ def test_audit_summary_fields_arrive_as_dimensions(make_emulator: Callable[..., 
     assert fields["run_id"] == body["run_id"] and fields["mode"] == "report" and fields["pools"] == body["pools"] > 0
     assert body["by_state"] and all(fields[f"by_state.{state}"] == count for state, count in body["by_state"].items())
     assert all(fields[f"by_action.{action}"] == count for action, count in body["by_action"].items())
+    assert summary["trace_id"] == HOST_TRACE_ID
+    # the audit lists pools on a thread pool: those ARM calls stay in the timer invocation's trace too
+    pool_lists = [s for s in out["spans"] if s["kind"] == "CLIENT" and "/agentPools" in json.dumps(s["attributes"])]
+    assert len(pool_lists) >= 2, [s["name"] for s in out["spans"]]
+    assert_spans_descend_from_the_invocation(out["spans"])
     assert_no_secret(out, emu)
 
 
