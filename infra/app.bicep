@@ -250,18 +250,19 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   }
 }
 
+// Each query returns the offending rows; the rule counts them (timeAggregation Count) and fires above zero.
 var logAlerts = [
   {
     name: 'failed-invocations'
     description: 'A function invocation failed (push: Event Grid will retry, then dead-letter; audit: nothing could be read).'
     severity: 2
-    query: 'requests | where success == false | summarize failures = count()'
+    query: 'requests | where success == false'
   }
   {
     name: 'audit-error-rows'
     description: 'An audit run could not read some clusters or pools (rows in state error).'
     severity: 3
-    query: 'traces | where customDimensions.event == "audit.completed" | where toint(customDimensions["by_state.error"]) > 0 | summarize runs = count()'
+    query: 'traces | where customDimensions.event == "audit.completed" | where toint(customDimensions["by_state.error"]) > 0'
   }
 ]
 

@@ -137,3 +137,14 @@ def test_every_role_infra_assigns_is_in_the_permissions_table_with_a_reason() ->
         assert rows and all(len(row.split("|")[-2].strip()) > 20 for row in rows), f"{name}: no row with a reason in docs/settings.md"
     for custom in ("Container Registry Repository Writer", "Artifact Streaming Autopilot (report)", "Artifact Streaming Autopilot (enforce)"):
         assert custom in table
+
+
+def test_log_alerts_count_offending_rows(bicep: dict[str, Any]) -> None:
+    """A query that summarizes always returns a row, so a Count > 0 rule on it would fire every time."""
+    alerts = bicep["app.bicep"]["variables"]["logAlerts"]["value"]
+    assert {a["name"] for a in alerts} == {"failed-invocations", "audit-error-rows"}
+    for alert in alerts:
+        assert "summarize" not in alert["query"] and alert["query"].startswith(("requests", "traces")), alert
+    text = (INFRA / "app.bicep").read_text()
+    assert "timeAggregation: 'Count', operator: 'GreaterThan', threshold: 0" in text
+    assert "metricName: 'DeadLetteredCount', operator: 'GreaterThan', threshold: 0" in (INFRA / "registry-topic.bicep").read_text()
