@@ -100,9 +100,10 @@ def test_audit_summary_fields_arrive_as_dimensions(make_emulator: Callable[..., 
 
 
 def test_without_a_connection_string_nothing_is_configured_or_imported() -> None:
-    code = ("import sys, shared.telemetry as t\nprint(t.configure({}), any(m.startswith(('opentelemetry', 'azure.monitor')) "
+    code = ("import sys, function_app, shared.telemetry as t\nprint(t.configure({}), any(m.startswith(('opentelemetry', 'azure.monitor')) "
             "for m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "APPLICATIONINSIGHTS_CONNECTION_STRING"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
     assert result.stdout.split() == ["False", "False"], result.stderr
 
 
