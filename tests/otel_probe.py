@@ -13,18 +13,16 @@ import logging
 import sys
 from typing import Any
 
-from opentelemetry import context
-from opentelemetry.sdk._logs.export import InMemoryLogExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
+# The host's invocation span, as its traceparent names it (OpenTelemetry is imported only inside the probe process).
 HOST_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 HOST_SPAN_ID = "00f067aa0ba902b7"
 
 
 def invoke(name: str, trigger: Any) -> None:
     """Run one function of the app as the worker does: inside the trace context the host sent with the invocation."""
+    from opentelemetry import context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
     import function_app
 
     (function,) = [f for f in function_app.app.get_functions() if f.get_function_name() == name]
@@ -50,6 +48,10 @@ def run_audit() -> None:
 
 
 def main() -> None:
+    from opentelemetry.sdk._logs.export import InMemoryLogExporter, SimpleLogRecordProcessor
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
     request = json.loads(sys.stdin.read())
     spans, logs = InMemorySpanExporter(), InMemoryLogExporter()
     logging.getLogger().setLevel(logging.INFO)

@@ -147,3 +147,30 @@ def test_the_scan_finds_settings_however_the_code_reads_them(tmp_path: Path) -> 
     )
     assert settings_read_by([sample]) == {"AUTOPILOT_NEW_SCHEDULE", "SomeHostThing", "AUTOPILOT_NEW_COUNT", "AUTOPILOT_FROM_ENVIRON",
                                           "OTHER_SETTING_NAME", "AUTOPILOT_SUBSCRIPT"}
+
+
+# Where the shipped configuration deliberately differs from the code's default.
+DEPLOYED_DEFAULTS = {
+    "AUTOPILOT_PUSH_EXCLUDE": "*:*-debug",  # deployments skip debug tags; the code alone excludes nothing
+}
+
+
+def test_example_and_infra_values_are_the_code_defaults(bicep: dict[str, Any]) -> None:
+    """The example's values read as the code's defaults, and every literal value infra sets is the example's."""
+    from shared.audit.settings import AuditSettings
+    from shared.push.settings import PushSettings
+    from shared.settings import AzureSettings, Env
+
+    example = example_settings()
+    neutral = {k: v for k, v in example.items() if k not in DEPLOYED_DEFAULTS}
+    for settings in (PushSettings, AuditSettings, AzureSettings):
+        assert settings.from_env(Env(neutral)) == settings.from_env(Env({})), settings.__name__
+    assert {k: example[k] for k in DEPLOYED_DEFAULTS} == DEPLOYED_DEFAULTS
+    app, main = bicep["app.bicep"]["parameters"], bicep["main.bicep"]["parameters"]
+    literal = {}
+    for name, value in infra_settings(bicep).items():
+        if isinstance(value, str) and not PLATFORM.fullmatch(name):
+            # a bare parameter name: app.bicep gets it from main.bicep under the same name; compare main's default
+            literal[name] = main[value]["default"] if value in app else value
+    assert len(literal) > 20
+    assert {k: v for k, v in literal.items() if example.get(k) != v} == {}
