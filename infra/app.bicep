@@ -17,6 +17,7 @@ var containers = {
   locks: 'autopilot-locks' // per-digest blob leases (push path)
   audit: 'autopilot-audit' // audit reports (JSON + Markdown) and audit state
   deadLetter: 'eventgrid-deadletter' // Event Grid writes undeliverable push events here; the reconcile sweep reads them
+  sweep: 'autopilot-sweep' // the reconcile sweep's reports and state (AUTOPILOT_SWEEP_CONTAINER on the sweep branch)
 }
 var queues = ['autopilot-sweep', 'autopilot-sweep-poison', 'autopilot-audit', 'autopilot-audit-poison']
 var roles = {
@@ -54,6 +55,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     resource locks 'containers' = { name: containers.locks }
     resource audit 'containers' = { name: containers.audit }
     resource deadLetter 'containers' = { name: containers.deadLetter }
+    resource sweep 'containers' = { name: containers.sweep }
   }
 }
 

@@ -35,8 +35,8 @@ param pushMode string = 'enforce'
 @description('NCRONTAB (6 fields, UTC) of the audit timer; default hourly.')
 param auditSchedule string = '0 0 * * * *'
 
-@description('NCRONTAB (6 fields, UTC) of the reconcile sweep; default daily at 03:00.')
-param sweepSchedule string = '0 0 3 * * *'
+@description('NCRONTAB (6 fields, UTC) of the reconcile sweep; default daily at 02:30.')
+param sweepSchedule string = '0 30 2 * * *'
 
 @description('Any other app setting, by name (e.g. {"AUTOPILOT_AUDIT_WINDOW": "Mon-Fri 09-17"}); applied over the defaults.')
 param appSettingsOverrides object = {}

@@ -98,7 +98,7 @@ def test_push_events_are_filtered_batched_retried_and_dead_lettered_with_the_top
 
 def test_storage_has_the_agreed_containers_and_queues_and_no_keys(bicep: dict[str, Any]) -> None:
     app = (INFRA / "app.bicep").read_text()
-    for name in ("autopilot-locks", "autopilot-audit", "eventgrid-deadletter", "app-package"):
+    for name in ("autopilot-locks", "autopilot-audit", "eventgrid-deadletter", "autopilot-sweep", "app-package"):
         assert f"'{name}'" in app
     assert re.search(r"var queues = \['autopilot-sweep', 'autopilot-sweep-poison', 'autopilot-audit', 'autopilot-audit-poison'\]", app)
     storage = resources(bicep, "app.bicep")["storage"]["config"]["properties"]
