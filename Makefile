@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 # checkov (and the Bicep parser it pins) in a venv of their own: their pins must not move the app's Azure SDKs.
 INFRA_VENV := .venv-infra
 
-.PHONY: setup infra-tools demo test lint bench clean
+.PHONY: setup setup-az infra-tools demo test lint bench clean
+VENV_AZ := .venv-az
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,10 +26,18 @@ $(INFRA_VENV)/.installed: requirements-infra.txt
 
 infra-tools: $(INFRA_VENV)/.installed
 
+# The real az CLI in its own venv (it pins other Azure SDK versions than the app); reinstalled only when its pin changes.
+$(VENV_AZ)/.installed: requirements-az.txt
+	test -x $(VENV_AZ)/bin/python || $(PYTHON) -m venv $(VENV_AZ)
+	$(VENV_AZ)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-az.txt
+	touch $@
+
+setup-az: $(VENV_AZ)/.installed
+
 demo: setup
 	$(PY) -m emulator.demo
 
-test: setup infra-tools
+test: setup setup-az infra-tools
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
@@ -37,4 +46,4 @@ bench: setup
 	$(PY) bench/audit_bench.py
 
 clean:
-	rm -rf $(VENV) $(INFRA_VENV) node_modules .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_AZ) $(INFRA_VENV) node_modules .pytest_cache .ruff_cache .hypothesis
