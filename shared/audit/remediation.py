@@ -20,14 +20,14 @@ from azure.core.exceptions import (
 
 from shared.azure_clients import describe_error, wire_text
 
-from .discovery import SDK_ERRORS, Clients, ClusterInfo, pool_record
+from .discovery import SDK_ERRORS, Clients, cluster_from_model, pool_record
+from .items import Target
 from .model import (
     ACTION_ENABLED,
     ACTION_FAILED,
     ACTION_SKIPPED,
     ACTION_STARTED,
     PendingRemediation,
-    PoolRecord,
     ReportRow,
 )
 from .rules import classify
@@ -90,10 +90,10 @@ class Remediator:
         self._lock = threading.Lock()
         self.deadline = time.monotonic() + settings.run_budget_seconds
 
-    def run(self, targets: list[tuple[PoolRecord, ReportRow]], progress: Callable[[str, int, int], None] | None = None
+    def run(self, targets: list[tuple[Target, ReportRow]], progress: Callable[[str, int, int], None] | None = None
             ) -> RemediationResult:
         """Remediate `targets` (remediable pools with their report rows): clusters in parallel, pools of a cluster in turn."""
-        by_cluster: dict[tuple[str, str, str], list[tuple[PoolRecord, ReportRow]]] = defaultdict(list)
+        by_cluster: dict[tuple[str, str, str], list[tuple[Target, ReportRow]]] = defaultdict(list)
         for record, row in targets:
             by_cluster[record.cluster_key].append((record, row))
         done = [0]
@@ -105,7 +105,7 @@ class Remediator:
                 if progress:
                     progress("remediation", done[0], total)
 
-        def work(items: list[tuple[PoolRecord, ReportRow]]) -> None:
+        def work(items: list[tuple[Target, ReportRow]]) -> None:
             blocked = ""
             for record, row in sorted(items, key=lambda it: it[0].pool):
                 if blocked:
@@ -130,7 +130,7 @@ class Remediator:
         log.warning("remediation of %s failed: %s", row.resource_id, message)
         return None
 
-    def _one(self, record: PoolRecord, row: ReportRow) -> str | None:
+    def _one(self, record: Target, row: ReportRow) -> str | None:
         """Remediate one pool. Returns why the cluster's other pools must wait (its operation still runs, or ARM said busy)."""
         if time.monotonic() >= self.deadline:
             row.action, row.outcome = ACTION_SKIPPED, (
@@ -140,30 +140,18 @@ class Remediator:
         if refusal:
             row.action, row.outcome = ACTION_SKIPPED, refusal
             return None
-        client = self.clients.aks(record.subscription_id).agent_pools
-        cluster = ClusterInfo(record.subscription_id, record.subscription_name, record.resource_group, record.cluster,
-                              record.kubernetes_version, record.cluster_provisioning_state, record.cluster_power_state,
-                              record.cluster_tags)
         retried_412 = False
         while True:
-            try:
-                current = client.get(record.resource_group, record.cluster, record.pool)
-            except SDK_ERRORS as exc:
+            current, hold = self._reread(record, row)
+            if current is None:
                 self.guard.release()
-                return self._fail(row, f"GET failed: {describe_error(exc)}")
-            fresh = pool_record(cluster, current)
-            decision = classify(fresh, self.settings)
-            if decision.state != "remediable":
-                self.guard.release()
-                row.state, row.reason = decision.state, decision.reason
-                row.action, row.outcome = ACTION_SKIPPED, f"changed since discovery; now {decision.state}: not touched"
-                return None
+                return hold
+            kwargs: dict[str, Any] = {"polling_interval": self.settings.poll_seconds,
+                                      "etag": current.e_tag, "match_condition": MatchConditions.IfNotModified}
             current.artifact_streaming_profile = _streaming_profile(True)
-            kwargs: dict[str, Any] = {"polling_interval": self.settings.poll_seconds}
-            if current.e_tag:
-                kwargs.update(etag=current.e_tag, match_condition=MatchConditions.IfNotModified)
             try:
-                poller = client.begin_create_or_update(record.resource_group, record.cluster, record.pool, current, **kwargs)
+                poller = self.clients.aks(record.subscription_id).agent_pools.begin_create_or_update(
+                    record.resource_group, record.cluster, record.pool, current, **kwargs)
             except ResourceModifiedError:
                 if retried_412:
                     self.guard.release()
@@ -180,7 +168,40 @@ class Remediator:
                 return self._fail(row, f"PUT refused: {describe_error(exc)}")
             return self._wait(poller, record, row, retried_412)
 
-    def _wait(self, poller: Any, record: PoolRecord, row: ReportRow, retried_412: bool) -> str | None:
+    def _reread(self, record: Target, row: ReportRow) -> tuple[Any, str | None]:
+        """Right before a write, read again all the rules depend on: the cluster (tags, state, sibling pools) and the pool.
+
+        Returns the pool model to write, or (None, why the cluster's other pools wait) with the row saying why not.
+        """
+        client = self.clients.aks(record.subscription_id)
+        try:
+            mc = client.managed_clusters.get(record.resource_group, record.cluster)
+            current = client.agent_pools.get(record.resource_group, record.cluster, record.pool)
+        except SDK_ERRORS as exc:
+            self._fail(row, f"GET failed: {describe_error(exc)}")
+            return None, None
+        cluster = cluster_from_model(record.subscription_id, record.subscription_name, mc)
+        fresh = pool_record(cluster, current)
+        decision = classify(fresh, self.settings)
+        if decision.state != "remediable":
+            row.state, row.reason = decision.state, decision.reason
+            row.action, row.outcome = ACTION_SKIPPED, f"changed since discovery; now {decision.state}: not touched"
+            return None, None
+        sibling = next((p for p in mc.agent_pool_profiles or [] if p.name != record.pool
+                        and str(wire_text(p.provisioning_state) or "").lower() != "succeeded"), None)
+        if sibling is not None:
+            state = wire_text(sibling.provisioning_state)
+            wait = f"waiting: pool {sibling.name} in this cluster is {state} (one pool per cluster at a time); next run"
+            row.action, row.outcome = ACTION_SKIPPED, wait
+            return None, wait
+        if not current.e_tag:
+            row.state = "busy"
+            row.reason = "ARM returned the pool without an ETag: it is not written without a concurrency guard (If-Match)"
+            row.action, row.outcome = ACTION_SKIPPED, "not written: no ETag to make the PUT conditional; next run"
+            return None, None
+        return current, None
+
+    def _wait(self, poller: Any, record: Target, row: ReportRow, retried_412: bool) -> str | None:
         note = " (after one 412 re-read)" if retried_412 else ""
         budget = max(0.0, min(self.settings.lro_budget_seconds, self.deadline - time.monotonic()))
         poller.wait(timeout=budget)

@@ -126,6 +126,7 @@ class AuditSettings:
     exclude_tag: ExcludeTag | None = field(default_factory=lambda: ExcludeTag("artifact-streaming", "off"))
     exclude: tuple[str, ...] = ()  # resource IDs or globs (case-insensitive) of clusters or pools
     unsupported_os_skus: tuple[str, ...] = DEFAULT_UNSUPPORTED_OS_SKUS
+    arm64_vm_sizes: tuple[str, ...] = ()  # more Arm64 VM sizes (names or globs) beyond those Azure's naming marks with `p`
     min_kubernetes: tuple[int, int] = (1, 25)
     concurrency: int = 8
     lro_budget_seconds: float = 120.0
@@ -171,6 +172,11 @@ class AuditSettings:
             skus = tuple(s for s in env.list("AUTOPILOT_AUDIT_UNSUPPORTED_OS_SKUS") if s.lower() != "none")
         else:
             skus = DEFAULT_UNSUPPORTED_OS_SKUS
+        arm64 = tuple(env.list("AUTOPILOT_AUDIT_ARM64_VM_SIZES"))
+        for entry in arm64:
+            if not re.fullmatch(r"[A-Za-z0-9_*?\[\]-]+", entry):
+                raise SettingsError("AUTOPILOT_AUDIT_ARM64_VM_SIZES",
+                                    f"{entry!r} is not a VM size or glob (e.g. Standard_D4ps_v5 or Standard_*p*_v7)")
         min_text = env.str("AUTOPILOT_AUDIT_MIN_KUBERNETES", DOCUMENTED_MIN_KUBERNETES) or DOCUMENTED_MIN_KUBERNETES
         min_version = parse_version(min_text)
         if min_version is None:
@@ -198,6 +204,7 @@ class AuditSettings:
             exclude_tag=exclude_tag,
             exclude=exclude,
             unsupported_os_skus=skus,
+            arm64_vm_sizes=arm64,
             min_kubernetes=min_version,
             concurrency=env.number("AUTOPILOT_AUDIT_CONCURRENCY", 8, int, minimum=1, maximum=64),
             lro_budget_seconds=env.number("AUTOPILOT_AUDIT_LRO_BUDGET_SECONDS", 120.0, float, minimum=0),
