@@ -112,7 +112,9 @@ def child(variant: str, endpoints_path: str, cap: int, concurrency: int) -> None
         result = audit(variant.endswith("enforce"), cap, concurrency,
                        "cluster" if variant.endswith("cluster-profiles") else "agentpools")
     result["wall_s"] = round(time.perf_counter() - t0, 2)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
     print(json.dumps(result))
 
 

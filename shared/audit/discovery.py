@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -74,7 +75,12 @@ class Clients:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(10, concurrency + 4))
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        self._transport_kwargs = {"transport": RequestsTransport(session=self.session, session_owner=False)}
+        # What requests would look up in the environment on every request (proxies, no_proxy, netrc, the CA bundle) is
+        # looked up once: per request it cost more CPU than the rest of a list page's client-side work.
+        self.session.trust_env = False
+        self.session.proxies = requests.utils.get_environ_proxies(azure.arm_endpoint)
+        verify: str | bool = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._transport_kwargs = {"transport": RequestsTransport(session=self.session, session_owner=False, connection_verify=verify)}
         self._aks: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -89,10 +95,11 @@ class Clients:
                 self._aks[subscription_id] = client
             return client
 
-    def forget(self, subscription_id: str) -> None:
-        """Drop a finished subscription's client (a large estate must not keep one per subscription for the whole run)."""
-        with self._lock:
-            self._aks.pop(subscription_id, None)
+    def reader(self) -> Any:
+        """One AKS client for every list page of the run: `send_request` takes the path as given, so the client's own
+        subscription does not matter, and building one client (its serializer over every model) per subscription would
+        cost more CPU than a subscription's pages."""
+        return self.aks("00000000-0000-0000-0000-000000000000")
 
     def close(self) -> None:
         self.session.close()
@@ -259,7 +266,7 @@ def cluster_from_model(subscription_id: str, subscription_name: str, mc: Any) ->
 
 
 def list_clusters(clients: Clients, item: WorkItem, with_profiles: bool) -> Iterator[ClusterInfo]:
-    client = clients.aks(item.subscription_id)
+    client = clients.reader()
     path = CLUSTERS_PATH.format(sub=urllib.parse.quote(item.subscription_id, safe=""))
     for raw in json_pages(client, path, clients.azure.arm_endpoint):
         yield cluster_from_json(item, raw, with_profiles)
@@ -268,7 +275,7 @@ def list_clusters(clients: Clients, item: WorkItem, with_profiles: bool) -> Iter
 def list_pools(clients: Clients, cluster: ClusterInfo) -> list[PoolRecord]:
     if cluster.profiles is not None:
         return [pool_from_json(cluster, p) for p in cluster.profiles]
-    client = clients.aks(cluster.subscription_id)
+    client = clients.reader()
     path = POOLS_PATH.format(sub=urllib.parse.quote(cluster.subscription_id, safe=""),
                              rg=urllib.parse.quote(cluster.resource_group, safe=""), cluster=urllib.parse.quote(cluster.name, safe=""))
     return [pool_from_json(cluster, raw) for raw in json_pages(client, path, clients.azure.arm_endpoint)]

@@ -175,7 +175,6 @@ class ItemRunner:
             done = 0
             while window:
                 result = window.popleft().result()
-                self.clients.forget(result.item.subscription_id)
                 following = next(upcoming, None)
                 if following is not None:
                     window.append(self._start(pool, following))

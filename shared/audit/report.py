@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -99,6 +100,9 @@ def _plain(text: Any) -> str:
     return _CONTROL.sub(" ", str(text))
 
 
+_MD_NEEDS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\`*_{}\[\]()#+!|~&<>]|://|www\.")
+
+
 def md_text(text: Any) -> str:
     """Untrusted text (names, tags, ARM's messages) as inert Markdown inside a table cell or a line.
 
@@ -106,7 +110,13 @@ def md_text(text: Any) -> str:
     entities so no HTML gets through; Markdown's punctuation is backslash-escaped (no emphasis, code, link, image or cell
     break); bare URLs are broken up so renderers do not turn them into links.
     """
-    out = _MD_PUNCT.sub(r"\\\1", _CONTROL.sub(" ", str(text)))
+    text = str(text)
+    return _md_escape(text) if _MD_NEEDS.search(text) else text
+
+
+@functools.lru_cache(maxsize=16384)  # the same reasons, names and states recur across rows
+def _md_escape(text: str) -> str:
+    out = _MD_PUNCT.sub(r"\\\1", _CONTROL.sub(" ", text))
     out = out.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return out.replace("://", ":\\/\\/").replace("www.", "www\\.")
 
