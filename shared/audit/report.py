@@ -217,6 +217,10 @@ class ReportStore:
     shard_suffix: str = ""  # "-shard-1-of-4" when the estate is sharded: each shard keeps its own latest and state
     _created: bool = False
 
+    def blobs(self) -> Any:
+        """The container client (created on first use)."""
+        return self._container()
+
     def _container(self) -> Any:
         from azure.core.exceptions import ResourceExistsError
 

@@ -143,10 +143,10 @@ def finish(report: AuditReport, store: ReportStore | None, publisher: Any, *, su
         pending=len(report.pending), report=report.locations.get("json"), note=report.note or None,
     )
     if publisher is not None:
-        _publish(publisher, report)
+        publish(publisher, report)
 
 
-def _publish(publisher: Any, report: AuditReport) -> None:
+def publish(publisher: Any, report: AuditReport) -> None:
     events = [
         (EVENT_TYPE_PREFIX + _EVENT_ACTIONS[r.action], r.resource_id,
          {"run_id": report.run_id, "state": r.state, "reason": r.reason, "action": r.action, "outcome": r.outcome,

@@ -135,6 +135,7 @@ class AuditSettings:
     container: str = DEFAULT_CONTAINER
     shard: tuple[int, int] = (0, 1)  # (index, count): this run audits the subscriptions whose stable hash % count == index
     publish_events: bool = True
+    fanout: bool = False  # true: the timer plans and queues the work items; queue-triggered workers audit them
     pool_source: str = "agentpools"  # agentpools: list each cluster's pools | cluster: the agentPoolProfiles of the cluster list
     topic: TopicSettings | None = None  # where outcome events go (AUTOPILOT_TOPIC_*); None: not published
     azure: AzureSettings = field(default_factory=AzureSettings)
@@ -213,6 +214,7 @@ class AuditSettings:
             container=container,
             shard=(int(shard_match.group(1)), int(shard_match.group(2))),
             publish_events=env.bool("AUTOPILOT_AUDIT_PUBLISH_EVENTS", True),
+            fanout=env.bool("AUTOPILOT_AUDIT_FANOUT", False),
             pool_source=env.choice("AUTOPILOT_AUDIT_POOL_SOURCE", ("agentpools", "cluster"), "agentpools"),
             topic=TopicSettings.from_env(env),
             azure=AzureSettings.from_env(env),

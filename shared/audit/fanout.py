@@ -1,0 +1,230 @@
+"""The audit fanned out over the Storage queue: plan → one message per work item → workers → one run record → final step.
+
+- `start_run` (the timer): plans the run, writes `runs/<run>/plan.json`, puts one message per subscription on the queue
+  `autopilot-audit`, and one `finalize` message that comes back every few seconds until every item is in.
+- `handle_message` (the queue-triggered function, on any number of instances): an item message discovers and classifies
+  one subscription and writes `runs/<run>/items/<index>.json` (compact rows, remediation targets); writing it again on a
+  redelivery changes nothing. A finalize message, once all items are in (or the run budget is spent), claims the run
+  (`runs/<run>/finalizer`, created only if absent: one winner), remediates in enforce mode — so the cap and one pool per
+  cluster hold across workers — and streams the report from the records in plan order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from azure.core.exceptions import ResourceExistsError
+
+from .discovery import Clients, error_row, plan
+from .items import ItemResult, ItemRunner, Target
+from .model import AuditReport, PendingRemediation, ReportRow, Summary, WorkItem
+from .remediation import Remediator
+from .report import ReportStore
+from .service import (
+    AUTO,
+    _iso,
+    by_subscription,
+    default_publisher,
+    default_store,
+    effective_mode,
+    finish,
+    load_pending,
+    publish,
+)
+from .settings import AuditSettings
+
+log = logging.getLogger("autopilot.audit.fanout")
+QUEUE_NAME = "autopilot-audit"  # the agreed work queue (poison messages go to autopilot-audit-poison)
+FINALIZE_POLL_SECONDS = 5  # how soon an unfinished run's finalize message comes back
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def run_prefix(run_id: str) -> str:
+    return f"runs/{run_id}/"
+
+
+def item_blob(run_id: str, index: int) -> str:
+    return f"{run_prefix(run_id)}items/{index:06d}.json"
+
+
+def start_run(settings: AuditSettings, *, store: ReportStore | None = None, queue: Any = None,
+              now: datetime | None = None) -> dict[str, Any]:
+    """Plan the run, write its record and enqueue its work. Returns the plan record (run id, items, mode)."""
+    from shared.storage import queue_client
+
+    store = store or default_store(settings)
+    if store is None:
+        raise RuntimeError("the fanned-out audit keeps its run record in AzureWebJobsStorage, which is not set")
+    queue = queue or queue_client(QUEUE_NAME)
+    with contextlib.suppress(ResourceExistsError):
+        queue.create_queue()
+    started = now or datetime.now(UTC)
+    effective, notes = effective_mode(settings, started)
+    pending = by_subscription(load_pending(store, notes))
+    clients = Clients(settings.azure, settings.concurrency)
+    try:
+        work, errors = plan(settings, clients)
+    finally:
+        clients.close()
+    record = {"run_id": uuid.uuid4().hex[:12], "started_at": _iso(started), "mode": settings.mode, "effective_mode": effective,
+              "notes": notes, "deadline": time.time() + settings.run_budget_seconds, "count": len(work),
+              "items": [w.as_dict() for w in work], "errors": [r.as_dict() for r in errors]}
+    container = store.blobs()
+    container.upload_blob(f"{run_prefix(record['run_id'])}plan.json", _compact(record), overwrite=True)
+    for index, item in enumerate(work):
+        queue.send_message(json.dumps({
+            "kind": "item", "run": record["run_id"], "index": index, "item": item.as_dict(), "mode": effective,
+            "pending": [p.as_dict() for p in pending.get(item.subscription_id, [])]}))
+    queue.send_message(json.dumps({"kind": "finalize", "run": record["run_id"]}), visibility_timeout=1)
+    log.info("audit run %s planned: %d work item(s) on queue %s", record["run_id"], len(work), QUEUE_NAME)
+    return record
+
+
+def handle_message(settings: AuditSettings, message: dict[str, Any], *, store: ReportStore | None = None,
+                   queue: Any = None, publisher: Any = AUTO) -> AuditReport | None:
+    """One queue message: a work item (→ its record) or the finalize step (→ the report, when the run is complete)."""
+    store = store or default_store(settings)
+    if store is None:
+        raise RuntimeError("the fanned-out audit keeps its run record in AzureWebJobsStorage, which is not set")
+    kind = message.get("kind")
+    if kind == "item":
+        process_item(settings, store, message)
+        return None
+    if kind == "finalize":
+        return finalize(settings, store, str(message["run"]), queue=queue, publisher=publisher)
+    raise ValueError(f"not an audit work message (kind {kind!r}); expected 'item' or 'finalize'")
+
+
+def process_item(settings: AuditSettings, store: ReportStore, message: dict[str, Any]) -> ItemResult:
+    item = WorkItem(str(message["item"]["subscription_id"]), str(message["item"].get("display_name") or ""))
+    pending = [PendingRemediation(**p) for p in message.get("pending") or []]
+    clients = Clients(settings.azure, settings.concurrency)
+    try:
+        runner = ItemRunner(settings, clients, str(message["mode"]), {item.subscription_id: pending})
+        result = next(iter(runner.run([item])))
+    finally:
+        clients.close()
+    body = {"rows": [r.as_dict() for r in result.rows], "targets": [t.as_dict() for t, _ in result.targets],
+            "still_pending": [p.as_dict() for p in result.still_pending], "clusters": result.clusters}
+    store.blobs().upload_blob(item_blob(str(message["run"]), int(message["index"])), _compact(body), overwrite=True)
+    return result
+
+
+def ordered_map(fn: Callable[[T], R], items: list[T], workers: int) -> Iterator[R]:
+    """`fn` over `items` on `workers` threads, results in order, with at most 2 × workers results held at a time."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audit-records") as pool:
+        window: deque[Future[R]] = deque()
+        upcoming = iter(items)
+        for item in upcoming:
+            window.append(pool.submit(fn, item))
+            if len(window) >= 2 * workers:
+                break
+        while window:
+            result = window.popleft().result()
+            following = next(upcoming, None)
+            if following is not None:
+                window.append(pool.submit(fn, following))
+            yield result
+
+
+def finalize(settings: AuditSettings, store: ReportStore, run_id: str, *, queue: Any = None,
+             publisher: Any = AUTO) -> AuditReport | None:
+    """The final step: once every item is recorded (or the run budget is spent), one instance turns the record into
+    the remediation plan and the report. Returns None when it is not time yet (a new finalize message is queued) or another
+    instance has the run."""
+    container = store.blobs()
+    prefix = run_prefix(run_id)
+    record = json.loads(container.download_blob(f"{prefix}plan.json").readall())
+    present = {b.name for b in container.list_blobs(name_starts_with=f"{prefix}items/")}
+    if len(present) < record["count"] and time.time() < record["deadline"]:
+        _requeue(queue, run_id)
+        return None
+    try:
+        container.upload_blob(f"{prefix}finalizer", b"", overwrite=False)
+    except ResourceExistsError:
+        log.info("audit run %s is already being finalized by another instance", run_id)
+        return None
+    return _finalize(settings, store, record, present, publisher)
+
+
+def _requeue(queue: Any, run_id: str) -> None:
+    from shared.storage import queue_client
+
+    (queue or queue_client(QUEUE_NAME)).send_message(json.dumps({"kind": "finalize", "run": run_id}),
+                                                     visibility_timeout=FINALIZE_POLL_SECONDS)
+
+
+def _finalize(settings: AuditSettings, store: ReportStore, record: dict[str, Any], present: set[str],
+              publisher: Any) -> AuditReport:
+    container = store.blobs()
+    run_id = record["run_id"]
+    indices = list(range(record["count"]))
+
+    def read(index: int) -> dict[str, Any] | None:
+        name = item_blob(run_id, index)
+        return json.loads(container.download_blob(name).readall()) if name in present else None
+
+    # Pass 1: the remediation plan (targets) and what earlier remediations still run; rows are not held.
+    targets: list[tuple[Target, ReportRow]] = []
+    still: list[PendingRemediation] = []
+    clusters = 0
+    for body in ordered_map(read, indices, settings.concurrency):
+        if body is None:
+            continue
+        wanted = {Target.from_dict(t).resource_id.lower(): Target.from_dict(t) for t in body["targets"]}
+        for raw in body["rows"]:
+            target = wanted.get(str(raw.get("resource_id") or "").lower())
+            if target is not None:
+                targets.append((target, ReportRow.from_dict(raw)))
+        still += [PendingRemediation(**p) for p in body["still_pending"]]
+        clusters += int(body["clusters"])
+    failures, stopped, new_pending = 0, "", []
+    if record["effective_mode"] == "enforce":
+        clients = Clients(settings.azure, settings.concurrency)
+        try:
+            outcome = Remediator(settings, clients).run(targets, None)
+        finally:
+            clients.close()
+        failures, stopped, new_pending = outcome.failures, outcome.stopped_early, outcome.pending
+    changed = {row.resource_id.lower(): row for _, row in targets}
+    events: list[ReportRow] = []
+
+    def chunks() -> Iterator[list[ReportRow]]:
+        yield [ReportRow.from_dict(r) for r in record["errors"]]
+        for index, body in enumerate(ordered_map(read, indices, settings.concurrency)):
+            if body is None:
+                item = record["items"][index]
+                yield [error_row(item["subscription_id"], "", "", "work item not processed within the run budget "
+                                 "(AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS); see the autopilot-audit-poison queue", item["display_name"])]
+                continue
+            rows = [changed.get(str(r.get("resource_id") or "").lower()) or ReportRow.from_dict(r) for r in body["rows"]]
+            events.extend(r for r in rows if r.action in ("enabled", "remediation-started", "failed", "verified"))
+            yield rows
+
+    report = AuditReport(
+        run_id=run_id, started_at=record["started_at"], finished_at="", mode=record["mode"],
+        effective_mode=record["effective_mode"], note="; ".join(record["notes"]), rows=[],
+        summary=Summary(0, {}, {}, {}, failures=failures, stopped_early=stopped), pending=still + new_pending,
+    )
+    report.finished_at = _iso(datetime.now(UTC))
+    finish(report, store, None, subscriptions=record["count"], clusters=clusters, chunks=chunks())
+    report.rows = events  # what the outcome events are about (the full rows are in the stored report)
+    if publisher is AUTO:
+        publisher = default_publisher(settings)
+    if publisher is not None:
+        publish(publisher, report)
+    return report
