@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .settings import Env, SettingsError
 
@@ -16,6 +16,19 @@ SETTING = "AzureWebJobsStorage"
 _lock = threading.Lock()
 _clients: dict[str, BlobServiceClient] = {}
 _queue_services: dict[str, QueueServiceClient] = {}
+
+
+def _client_kwargs() -> dict[str, Any]:
+    """Explicit timeouts, a short retry (storage's own policy: a black-holed account fails in seconds, not minutes), a pool
+    for the instance's concurrent invocations, and every attempt capped by the invocation's deadline (shared/deadline.py)."""
+    from azure.storage.blob import ExponentialRetry
+
+    from .azure_clients import STORAGE_PROFILE, client_kwargs
+
+    kwargs = client_kwargs(STORAGE_PROFILE)
+    kwargs["retry_policy"] = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=STORAGE_PROFILE.retry_total,
+                                              random_jitter_range=1)
+    return kwargs
 
 
 def configured(source: Mapping[str, str] | None = None) -> bool:
@@ -53,13 +66,14 @@ def blob_service_client(source: Mapping[str, str] | None = None) -> BlobServiceC
                 if "AccountName=" not in conn and "UseDevelopmentStorage" not in conn and "BlobEndpoint=" not in conn:
                     raise SettingsError(SETTING, "is not a storage connection string (expected AccountName=…;AccountKey=… or BlobEndpoint=…)")
                 try:
-                    client = BlobServiceClient.from_connection_string(conn)
+                    client = BlobServiceClient.from_connection_string(conn, **_client_kwargs())
                 except ValueError as exc:
                     raise SettingsError(SETTING, f"is not a valid storage connection string: {exc}") from None
             else:
                 from .azure_clients import credential
 
-                client = BlobServiceClient(account_url=uri, credential=credential())
+                assert uri is not None  # key is conn or uri, and conn is None here
+                client = BlobServiceClient(account_url=uri, credential=credential(), **_client_kwargs())
             _clients[key] = client
         return client
 
@@ -96,7 +110,7 @@ def queue_service_client(source: Mapping[str, str] | None = None) -> QueueServic
             else:
                 from .azure_clients import credential
 
-                client = QueueServiceClient(account_url=uri, credential=credential())
+                client = QueueServiceClient(account_url=key, credential=credential())
             _queue_services[key] = client
         return client
 

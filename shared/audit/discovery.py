@@ -195,7 +195,8 @@ def json_pages(client: Any, path: str, arm_endpoint: str) -> Iterator[dict[str, 
             raise DeserializationError(f"list page is not the JSON ARM sends: {exc}") from None
         return body.get("nextLink") or None, iter(value)
 
-    for page in ItemPaged(get_next, extract).by_page():
+    pages: Iterator[Iterator[dict[str, Any]]] = ItemPaged(get_next, extract).by_page()
+    for page in pages:
         yield from page
 
 

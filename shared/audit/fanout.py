@@ -80,11 +80,12 @@ def start_run(settings: AuditSettings, *, store: ReportStore | None = None, queu
         work, errors = plan(settings, clients)
     finally:
         clients.close()
-    record = {"run_id": uuid.uuid4().hex[:12], "started_at": _iso(started), "mode": settings.mode, "effective_mode": effective,
+    run_id = uuid.uuid4().hex[:12]
+    record: dict[str, Any] = {"run_id": run_id, "started_at": _iso(started), "mode": settings.mode, "effective_mode": effective,
               "notes": notes, "deadline": time.time() + settings.run_budget_seconds, "count": len(work),
               "items": [w.as_dict() for w in work], "errors": [r.as_dict() for r in errors]}
     container = store.blobs()
-    container.upload_blob(f"{run_prefix(record['run_id'])}plan.json", _compact(record), overwrite=True)
+    container.upload_blob(f"{run_prefix(run_id)}plan.json", _compact(record), overwrite=True)
     for index, item in enumerate(work):
         queue.send_message(json.dumps({
             "kind": "item", "run": record["run_id"], "index": index, "item": item.as_dict(), "mode": effective,

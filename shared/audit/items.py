@@ -20,6 +20,7 @@ from .model import (
     ACTION_WOULD_ENABLE,
     PendingRemediation,
     PoolRecord,
+    PoolState,
     ReportRow,
     WorkItem,
 )
@@ -66,7 +67,7 @@ class ItemResult:
     clusters: int = 0
 
 
-def row_for(record: PoolRecord, state: str, reason: str) -> ReportRow:
+def row_for(record: PoolRecord, state: PoolState, reason: str) -> ReportRow:
     return ReportRow(
         subscription_id=record.subscription_id, subscription_name=record.subscription_name,
         resource_group=record.resource_group, cluster=record.cluster, pool=record.pool, os_type=record.os_type,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 # Pool states, in the order the report lists them. `error` is a subscription or cluster that could not be read.
-STATES = ("compliant", "remediable", "ineligible", "busy", "stopped", "excluded", "error")
+PoolState = Literal["compliant", "remediable", "ineligible", "busy", "stopped", "excluded", "error"]
+STATES: tuple[PoolState, ...] = get_args(PoolState)
 
 # Actions taken on a pool in one run.
 ACTION_NONE = "none"
@@ -70,7 +71,7 @@ class PoolRecord:
 
 @dataclass(frozen=True)
 class Decision:
-    state: str  # one of STATES
+    state: PoolState
     reason: str
     rule: str  # the name of the rule that decided
 
@@ -85,7 +86,7 @@ class ReportRow:
     os_type: str | None
     os_sku: str | None
     kubernetes_version: str | None
-    state: str
+    state: PoolState
     reason: str
     action: str = ACTION_NONE
     outcome: str = ""  # what the operation did (or the error), empty when nothing was attempted
@@ -96,7 +97,8 @@ class ReportRow:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ReportRow:
-        return cls(**{k: raw.get(k) for k in ROW_FIELDS})
+        values: dict[str, Any] = {k: raw.get(k) for k in ROW_FIELDS}
+        return cls(**values)
 
 
 ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ReportRow))
@@ -163,7 +165,7 @@ class Tally:
 
     def __init__(self) -> None:
         self.total = 0
-        self.by_state = {s: 0 for s in STATES}
+        self.by_state: dict[str, int] = {s: 0 for s in STATES}
         self.by_subscription: dict[str, dict[str, int]] = {}
         self.by_action: dict[str, int] = {}
         self.names: dict[str, str] = {}  # subscription id → display name, for the report's per-subscription table

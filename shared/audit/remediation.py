@@ -124,7 +124,8 @@ class Remediator:
         return RemediationResult(pending=self.pending, failures=self.guard.failures, stopped_early=self.guard.stopped)
 
     # ----------------------------------------------------------------------------------------------------- one pool
-    def _fail(self, row: ReportRow, message: str) -> None:
+    def _fail(self, row: ReportRow, message: str) -> str | None:
+        """Record a failed remediation; returns None (nothing for the cluster's other pools to wait for)."""
         self.guard.fail()
         row.action, row.outcome = ACTION_FAILED, message
         log.warning("remediation of %s failed: %s", row.resource_id, message)

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .model import Decision, PoolRecord
+from .model import Decision, PoolRecord, PoolState
 from .settings import AuditSettings, parse_version
 
 # A rule looks at a pool and returns a reason when it applies, None when it does not. The first rule that applies decides.
@@ -17,7 +17,7 @@ Check = Callable[[PoolRecord, AuditSettings], "str | None"]
 @dataclass(frozen=True)
 class Rule:
     name: str
-    state: str
+    state: PoolState
     check: Check
 
 

@@ -147,7 +147,7 @@ def finish(report: AuditReport, store: ReportStore | None, publisher: Any, *, su
 
 
 def publish(publisher: Any, report: AuditReport) -> None:
-    events = [
+    events: list[tuple[str, str, dict[str, Any]]] = [
         (EVENT_TYPE_PREFIX + _EVENT_ACTIONS[r.action], r.resource_id,
          {"run_id": report.run_id, "state": r.state, "reason": r.reason, "action": r.action, "outcome": r.outcome,
           "subscription_id": r.subscription_id, "resource_group": r.resource_group, "cluster": r.cluster, "pool": r.pool})

@@ -101,6 +101,7 @@ def test_fanned_out_run_gives_the_same_report_as_a_single_run(fleet: Emulator, w
         single_md = single_md.replace(str(getattr(single, value)), "X")
         fanned_md = fanned_md.replace(str(fanned[value]), "X")
     assert fanned_md == single_md
+    assert all(h.wait_queues_idle(15) for h in hosts)
     items = [inv for h in hosts for inv in h.invocations_of("audit_work_item")]
     assert sum(1 for inv in items if inv.succeeded) >= 4  # three items and at least one finalize
     assert len({id(h) for h in hosts for inv in h.invocations_of("audit_work_item")}) >= 2  # more than one worker took work
