@@ -64,23 +64,23 @@ def in_shard(subscription_id: str, shard: tuple[int, int]) -> bool:
 
 
 class Clients:
-    """The run's management clients: one shared HTTP session (pooled connections), one AKS client per subscription."""
+    """The run's management clients: one transport (pooled connections sized to the concurrency, the ARM profile's
+    timeouts, every attempt capped to the applied deadline) shared by the reader and one AKS client per subscription."""
 
     def __init__(self, azure: AzureSettings, concurrency: int) -> None:
         import requests
-        from azure.core.pipeline.transport import RequestsTransport
 
         self.azure = azure
-        self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(10, concurrency + 4))
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
+        self.profile = azure_clients.ARM_PROFILE.sized(concurrency + 4)
+        self.transport = azure_clients.transport(self.profile)
+        self.transport.open()
         # What requests would look up in the environment on every request (proxies, no_proxy, netrc, the CA bundle) is
         # looked up once: per request it cost more CPU than the rest of a list page's client-side work.
-        self.session.trust_env = False
-        self.session.proxies = requests.utils.get_environ_proxies(azure.arm_endpoint)
-        verify: str | bool = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        self._transport_kwargs = {"transport": RequestsTransport(session=self.session, session_owner=False, connection_verify=verify)}
+        session = self.transport.session
+        session.trust_env = False
+        session.proxies = requests.utils.get_environ_proxies(azure.arm_endpoint)
+        self.transport.connection_config.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._transport_kwargs = {"transport": self.transport, "profile": self.profile}
         self._aks: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -102,7 +102,7 @@ class Clients:
         return self.aks("00000000-0000-0000-0000-000000000000")
 
     def close(self) -> None:
-        self.session.close()
+        self.transport.close()
 
 
 @dataclass

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 from azure.core.exceptions import ResourceExistsError
 
+from shared.deadline import Deadline
+
 from .discovery import Clients, error_row, plan
 from .items import ItemResult, ItemRunner, Target
 from .model import AuditReport, PendingRemediation, ReportRow, Summary, WorkItem
@@ -77,7 +79,8 @@ def start_run(settings: AuditSettings, *, store: ReportStore | None = None, queu
     pending = by_subscription(load_pending(store, notes))
     clients = Clients(settings.azure, settings.concurrency)
     try:
-        work, errors = plan(settings, clients)
+        with Deadline.after(settings.run_budget_seconds).applied():
+            work, errors = plan(settings, clients)
     finally:
         clients.close()
     run_id = uuid.uuid4().hex[:12]
@@ -115,7 +118,8 @@ def process_item(settings: AuditSettings, store: ReportStore, message: dict[str,
     pending = [PendingRemediation(**p) for p in message.get("pending") or []]
     clients = Clients(settings.azure, settings.concurrency)
     try:
-        runner = ItemRunner(settings, clients, str(message["mode"]), {item.subscription_id: pending})
+        deadline = Deadline.after(settings.run_budget_seconds)  # this invocation's: one subscription's requests and retries
+        runner = ItemRunner(settings, clients, str(message["mode"]), deadline, {item.subscription_id: pending})
         result = next(iter(runner.run([item])))
     finally:
         clients.close()
@@ -197,7 +201,7 @@ def _finalize(settings: AuditSettings, store: ReportStore, record: dict[str, Any
     if record["effective_mode"] == "enforce":
         clients = Clients(settings.azure, settings.concurrency)
         try:
-            outcome = Remediator(settings, clients).run(targets, None)
+            outcome = Remediator(settings, clients, Deadline.after(settings.run_budget_seconds)).run(targets, None)
         finally:
             clients.close()
         failures, stopped, new_pending = outcome.failures, outcome.stopped_early, outcome.pending

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.azure_clients import describe_error
+from shared.deadline import Deadline
 
 from .discovery import SDK_ERRORS, Clients, ClusterInfo, Progress, error_row, list_clusters, list_pools
 from .model import (
@@ -157,11 +158,12 @@ class ItemRunner:
     written as they arrive, and what is held at any moment is the window, not the estate.
     """
 
-    def __init__(self, settings: AuditSettings, clients: Clients, effective_mode: str,
+    def __init__(self, settings: AuditSettings, clients: Clients, effective_mode: str, deadline: Deadline,
                  pending: dict[str, list[PendingRemediation]] | None = None) -> None:
         self.settings = settings
         self.clients = clients
         self.effective_mode = effective_mode
+        self.deadline = deadline  # every request, retry wait and poll of the discovery ends inside it
         self.pending = pending or {}  # earlier remediations to verify, by subscription id
 
     def run(self, work: list[WorkItem], progress: Progress | None = None) -> Iterator[ItemResult]:
@@ -221,7 +223,8 @@ class ItemRunner:
 
         def guarded(task: Any, *args: Any) -> None:
             try:
-                task(*args)
+                with self.deadline.applied():  # the deadline is per thread: applied in each worker
+                    task(*args)
             except BaseException as exc:  # a bug must surface in the run, not hang it waiting for this item
                 if not done.done():
                     done.set_exception(exc)

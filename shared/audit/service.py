@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.deadline import Deadline
 from shared.logs import log_event
 
 from .discovery import Clients, plan
@@ -65,14 +66,17 @@ def run_audit(
     if store is None:
         notes.append("report not stored: AzureWebJobsStorage is not set")
 
+    deadline = Deadline.after(settings.run_budget_seconds)  # ARM work: discovery, remediation, their retries and polls
     clients = Clients(settings.azure, settings.concurrency)
     try:
         pending_before = load_pending(store, notes)
-        work, rows = plan(settings, clients)
+        with deadline.applied():
+            work, rows = plan(settings, clients)
         targets: list[tuple[Target, ReportRow]] = []
         still_pending: list[PendingRemediation] = []
         clusters = 0
-        for result in ItemRunner(settings, clients, effective, by_subscription(pending_before)).run(work, progress):
+        runner = ItemRunner(settings, clients, effective, deadline, by_subscription(pending_before))
+        for result in runner.run(work, progress):
             rows.extend(result.rows)  # plan order: work items are sorted, each item's rows too
             targets.extend(result.targets)
             still_pending.extend(result.still_pending)
@@ -80,7 +84,7 @@ def run_audit(
         failures, stopped = 0, ""
         new_pending: list[PendingRemediation] = []
         if effective == "enforce":
-            outcome = Remediator(settings, clients).run(targets, progress)
+            outcome = Remediator(settings, clients, deadline).run(targets, progress)
             failures, stopped, new_pending = outcome.failures, outcome.stopped_early, outcome.pending
         report = AuditReport(
             run_id=run_id, started_at=_iso(started), finished_at=_iso(datetime.now(UTC)), mode=settings.mode,

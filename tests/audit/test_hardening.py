@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 from typing import Any
 
 from emulator import Emulator
@@ -89,3 +90,18 @@ def test_a_pool_without_an_etag_is_not_written(make_emulator):
     assert not any(r["path"].endswith("/agentPools/user") for r in puts)
     assert ("aks-b1", "user") not in writes(emu) and ("aks-b1", "system") in writes(emu)
     assert report.summary.failures == 0
+
+
+def test_a_day_long_retry_after_ends_inside_the_run_budget(make_emulator):
+    # ARM throttles every pool listing with Retry-After: 86400. azure-core alone would sleep a day; the run's deadline and
+    # the capped Retry-After give the answer back at once: the clusters are error rows and the run ends, reported.
+    scenario = copy.deepcopy(FLEET)
+    scenario["faults"] = {"rules": [{"match": "arm.agentpools", "error_rate": 1.0, "statuses": [429], "retry_after": 86400}]}
+    emu = make_emulator(scenario)
+    started = time.monotonic()
+    report = audit(settings(AUTOPILOT_AUDIT_SUBSCRIPTIONS=SUB_B, AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS="60"))
+    assert time.monotonic() - started < 60
+    errors = [r for r in report.rows if r.state == "error"]
+    assert {r.cluster for r in errors} == {"aks-b1", "aks-b2"} and all("429" in r.reason for r in errors)
+    statuses = [r["status"] for r in emu.requests_since(0, service="arm") if "/agentPools" in r["path"]]
+    assert statuses and set(statuses) == {429} and len(statuses) == 2  # one attempt each: no retry into the Retry-After
