@@ -1,7 +1,8 @@
 """The audit fanned out over the Storage queue: plan → one message per work item → workers → one run record → final step.
 
 - `start_run` (the timer): plans the run, writes `runs/<run>/plan.json`, puts one message per subscription on the queue
-  `autopilot-audit`, and one `finalize` message that comes back every few seconds until every item is in.
+  `autopilot-audit`, and one `finalize` message that comes back every few seconds until every item is in (the worker
+  whose item completes the count on `runs/<run>/done`, an append blob, sends one at once).
 - `handle_message` (the queue-triggered function, on any number of instances): an item message discovers and classifies
   one subscription and writes `runs/<run>/items/<index>.json` (compact rows, remediation targets); writing it again on a
   redelivery changes nothing. A finalize message, once all items are in (or the run budget is spent), claims the run
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
 from collections import deque
@@ -47,6 +49,9 @@ from .settings import AuditSettings
 log = logging.getLogger("autopilot.audit.fanout")
 QUEUE_NAME = "autopilot-audit"  # the agreed work queue (poison messages go to autopilot-audit-poison)
 FINALIZE_POLL_SECONDS = 5  # how soon an unfinished run's finalize message comes back
+WORKER_BATCH = 8  # host.json extensions.queues.batchSize: invocations one worker runs at once
+_worker_clients: dict[tuple[Any, int], Clients] = {}
+_clients_lock = threading.Lock()
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -89,9 +94,10 @@ def start_run(settings: AuditSettings, *, store: ReportStore | None = None, queu
               "items": [w.as_dict() for w in work], "errors": [r.as_dict() for r in errors]}
     container = store.blobs()
     container.upload_blob(f"{run_prefix(run_id)}plan.json", _compact(record), overwrite=True)
+    container.get_blob_client(f"{run_prefix(run_id)}done").create_append_blob()
     for index, item in enumerate(work):
         queue.send_message(json.dumps({
-            "kind": "item", "run": record["run_id"], "index": index, "item": item.as_dict(), "mode": effective,
+            "kind": "item", "run": run_id, "index": index, "count": len(work), "item": item.as_dict(), "mode": effective,
             "pending": [p.as_dict() for p in pending.get(item.subscription_id, [])]}))
     queue.send_message(json.dumps({"kind": "finalize", "run": record["run_id"]}), visibility_timeout=1)
     log.info("audit run %s planned: %d work item(s) on queue %s", record["run_id"], len(work), QUEUE_NAME)
@@ -107,22 +113,31 @@ def handle_message(settings: AuditSettings, message: dict[str, Any], *, store: R
     kind = message.get("kind")
     if kind == "item":
         process_item(settings, store, message)
+        if _count_done(store, message) == int(message["count"]):  # the last item in: finalize now rather than at the next poll
+            _requeue(queue, str(message["run"]), delay=0)
         return None
     if kind == "finalize":
         return finalize(settings, store, str(message["run"]), queue=queue, publisher=publisher)
     raise ValueError(f"not an audit work message (kind {kind!r}); expected 'item' or 'finalize'")
 
 
+def worker_clients(settings: AuditSettings) -> Clients:
+    """The worker process's clients, shared by its concurrent invocations (one connection pool, no TLS handshake per
+    message), sized for host.json's batchSize invocations at once."""
+    key = (settings.azure, settings.concurrency)
+    with _clients_lock:
+        clients = _worker_clients.get(key)
+        if clients is None:
+            clients = _worker_clients[key] = Clients(settings.azure, settings.concurrency * WORKER_BATCH)
+        return clients
+
+
 def process_item(settings: AuditSettings, store: ReportStore, message: dict[str, Any]) -> ItemResult:
     item = WorkItem(str(message["item"]["subscription_id"]), str(message["item"].get("display_name") or ""))
     pending = [PendingRemediation(**p) for p in message.get("pending") or []]
-    clients = Clients(settings.azure, settings.concurrency)
-    try:
-        deadline = Deadline.after(settings.run_budget_seconds)  # this invocation's: one subscription's requests and retries
-        runner = ItemRunner(settings, clients, str(message["mode"]), deadline, {item.subscription_id: pending})
-        result = next(iter(runner.run([item])))
-    finally:
-        clients.close()
+    deadline = Deadline.after(settings.run_budget_seconds)  # this invocation's: one subscription's requests and retries
+    runner = ItemRunner(settings, worker_clients(settings), str(message["mode"]), deadline, {item.subscription_id: pending})
+    result = next(iter(runner.run([item])))
     body = {"rows": [r.as_dict() for r in result.rows], "targets": [t.as_dict() for t, _ in result.targets],
             "still_pending": [p.as_dict() for p in result.still_pending], "clusters": result.clusters}
     store.blobs().upload_blob(item_blob(str(message["run"]), int(message["index"])), _compact(body), overwrite=True)
@@ -166,11 +181,17 @@ def finalize(settings: AuditSettings, store: ReportStore, run_id: str, *, queue:
     return _finalize(settings, store, record, present, publisher)
 
 
-def _requeue(queue: Any, run_id: str) -> None:
+def _count_done(store: ReportStore, message: dict[str, Any]) -> int:
+    """Count a recorded item on the run's append blob; each append answers with the number of appends so far (atomic)."""
+    blob = store.blobs().get_blob_client(f"{run_prefix(str(message['run']))}done")
+    answer = blob.append_block(f"{int(message['index'])}\n".encode())
+    return int(answer.get("blob_committed_block_count") or 0)
+
+
+def _requeue(queue: Any, run_id: str, delay: int = FINALIZE_POLL_SECONDS) -> None:
     from shared.storage import queue_client
 
-    (queue or queue_client(QUEUE_NAME)).send_message(json.dumps({"kind": "finalize", "run": run_id}),
-                                                     visibility_timeout=FINALIZE_POLL_SECONDS)
+    (queue or queue_client(QUEUE_NAME)).send_message(json.dumps({"kind": "finalize", "run": run_id}), visibility_timeout=delay)
 
 
 def _finalize(settings: AuditSettings, store: ReportStore, record: dict[str, Any], present: set[str],
