@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -128,15 +129,22 @@ def worker_clients(settings: AuditSettings) -> Clients:
     with _clients_lock:
         clients = _worker_clients.get(key)
         if clients is None:
-            clients = _worker_clients[key] = Clients(settings.azure, settings.concurrency * WORKER_BATCH)
+            clients = _worker_clients[key] = Clients(settings.azure, item_concurrency(settings) * WORKER_BATCH)
         return clients
+
+
+def item_concurrency(settings: AuditSettings) -> int:
+    """AUTOPILOT_AUDIT_CONCURRENCY is per instance: a worker runs up to WORKER_BATCH invocations at once, so each gets its
+    share (at least 4). More threads than that only contend for the interpreter and cost CPU per request."""
+    return max(4, -(-settings.concurrency // WORKER_BATCH))
 
 
 def process_item(settings: AuditSettings, store: ReportStore, message: dict[str, Any]) -> ItemResult:
     item = WorkItem(str(message["item"]["subscription_id"]), str(message["item"].get("display_name") or ""))
     pending = [PendingRemediation(**p) for p in message.get("pending") or []]
     deadline = Deadline.after(settings.run_budget_seconds)  # this invocation's: one subscription's requests and retries
-    runner = ItemRunner(settings, worker_clients(settings), str(message["mode"]), deadline, {item.subscription_id: pending})
+    share = dataclasses.replace(settings, concurrency=item_concurrency(settings))
+    runner = ItemRunner(share, worker_clients(settings), str(message["mode"]), deadline, {item.subscription_id: pending})
     result = next(iter(runner.run([item])))
     body = {"rows": [r.as_dict() for r in result.rows], "targets": [t.as_dict() for t, _ in result.targets],
             "still_pending": [p.as_dict() for p in result.still_pending], "clusters": result.clusters}

@@ -31,10 +31,6 @@ COLUMNS = (
 )
 
 
-def sort_rows(rows: list[ReportRow]) -> list[ReportRow]:
-    return sorted(rows, key=lambda r: (r.subscription_id, r.resource_group.lower(), r.cluster.lower(), r.pool.lower()))
-
-
 ROWS_PER_CHUNK = 2000  # rows encoded per call of the JSON encoder (and per Markdown chunk)
 BLOCK_BYTES = 4 * 1024 * 1024  # block size of the streamed uploads (a block blob takes up to 50,000 of them)
 
@@ -120,8 +116,6 @@ def _md_escape(text: str) -> str:
     out = out.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return out.replace("://", ":\\/\\/").replace("www.", "www\\.")
 
-
-_md = md_text
 
 
 def markdown_head(report: AuditReport, names: dict[str, str]) -> str:
