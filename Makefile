@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-az demo test lint bench clean
+VENV_AZ := .venv-az
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,10 +17,18 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(VENV)/.installed node_modules/.installed
 
+# The real az CLI in its own venv (it pins other Azure SDK versions than the app); reinstalled only when its pin changes.
+$(VENV_AZ)/.installed: requirements-az.txt
+	test -x $(VENV_AZ)/bin/python || $(PYTHON) -m venv $(VENV_AZ)
+	$(VENV_AZ)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-az.txt
+	touch $@
+
+setup-az: $(VENV_AZ)/.installed
+
 demo: setup
 	$(PY) -m emulator.demo
 
-test: setup
+test: setup setup-az
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
@@ -29,4 +38,4 @@ bench: setup
 	$(PY) bench/audit_bench.py
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_AZ) node_modules .pytest_cache .ruff_cache .hypothesis

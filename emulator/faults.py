@@ -22,6 +22,8 @@ class FaultRule:
     drop_rate: float = 0.0  # share of requests whose connection is dropped without an answer
     methods: tuple[str, ...] = ()  # empty: every method
     after_handler: bool = False  # True: the request IS processed, then its answer is replaced or lost (a lost response)
+    error_code: str = ""  # the error body's code (default: one per status, in the service's style: ARM's or ACR's)
+    error_message: str = ""  # the error body's message (default: names the fault and the endpoint class)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FaultRule:
@@ -34,6 +36,8 @@ class FaultRule:
             if key in data:
                 data[key] = tuple(data[key])
         rule = cls(**data)
+        if not rule.statuses or any(isinstance(st, bool) or not isinstance(st, int) or not 400 <= st <= 599 for st in rule.statuses):
+            raise ValueError(f"fault rule statuses must be HTTP error statuses (400-599), got {list(rule.statuses)}")
         for key in ("error_rate", "drop_rate"):
             if not 0.0 <= getattr(rule, key) <= 1.0:
                 raise ValueError(f"fault rule {key} must be between 0 and 1")
@@ -47,6 +51,8 @@ class FaultDecision:
     retry_after: float | None = None
     drop: bool = False
     after_handler: bool = False  # apply status/drop to the answer of a request that was processed
+    error_code: str = ""
+    error_message: str = ""
 
 
 @dataclass
@@ -93,4 +99,5 @@ class FaultPlan:
                     decision.status = rule.statuses[int(pick * len(rule.statuses)) % len(rule.statuses)]
                     decision.retry_after = rule.retry_after if decision.status in (429, 503) else None
                     decision.after_handler = rule.after_handler
+                    decision.error_code, decision.error_message = rule.error_code, rule.error_message
         return decision

@@ -34,8 +34,12 @@ from typing import Any
 
 import azure.functions as func
 from aiohttp import web
+
+# Pinned, not public: azure-functions 1.26 exports no TraceContext/RetryContext, yet func.Context's abstract trace_context
+# and retry_context must return them; they live only in the private `_abc` (the Python worker imports them from there too).
+# azure-functions is pinned in requirements.txt; move to a public name when one exists.
 from azure.functions import _abc as azf_abc
-from azure.functions import meta
+from azure.functions.meta import Datum  # `meta` is a public module; converters decode Datum values
 
 log = logging.getLogger("emulator.funchost")
 
@@ -278,7 +282,7 @@ def index_app(app: func.FunctionRegister, directory: str = ".",
 
     Raises FunctionLoadError (worker) or HostIndexingError (host) with the message they would log.
     """
-    registry = meta.get_binding_registry()
+    registry = func.get_binding_registry()
     env = os.environ if env is None else env
     indexed: dict[str, IndexedFunction] = {}
     for function in app.get_functions():
@@ -512,8 +516,8 @@ class FunctionsHost:
 
     def _decode(self, fn: IndexedFunction, payload: str) -> Any:
         param = fn.params[fn.trigger_param]
-        converter = meta.get_binding_registry().get(param.binding_type)
-        datum = meta.Datum(type="json", value=payload)
+        converter = func.get_binding_registry().get(param.binding_type)
+        datum = Datum(type="json", value=payload)
         if param.binding_type == "generic":
             return payload if param.pytype is not bytes else payload.encode()
         return converter.decode(datum, trigger_metadata={})
@@ -543,7 +547,7 @@ class FunctionsHost:
         if param.binding_type == "generic":
             value: Any = payload
         else:
-            value = meta.get_binding_registry().get(TIMER_TRIGGER).decode(meta.Datum(type="json", value=payload),
+            value = func.get_binding_registry().get(TIMER_TRIGGER).decode(Datum(type="json", value=payload),
                                                                            trigger_metadata={})
         inv = self._new_invocation(fn, value, payload)
         if self._pool is None or threading.current_thread().name.startswith("funchost-worker"):

@@ -181,66 +181,9 @@ def generate_fleet(
         n_excluded_clusters = max(1, n_excluded_clusters)
     excluded_clusters = set(rng.sample(range(total_clusters), min(n_excluded_clusters, total_clusters)))
 
-    subs_out: list[dict[str, Any]] = []
-    cluster_no = 0
-    for s, sub_id in enumerate(sub_ids):
-        clusters: list[dict[str, Any]] = []
-        for c in range(n_clusters):
-            chunk = states[cluster_no * n_pools:(cluster_no + 1) * n_pools]
-            if chunk[0] == "windows":  # the system pool must be Linux
-                swap = next((i for i, st in enumerate(chunk) if st != "windows"), None)
-                if swap is None:
-                    chunk[0] = "null"
-                else:
-                    chunk[0], chunk[swap] = chunk[swap], chunk[0]
-            version = OLD_CLUSTER_VERSION if "old_kubernetes" in chunk else KUBERNETES_VERSIONS[cluster_no % len(KUBERNETES_VERSIONS)]
-            pools = []
-            for p, state in enumerate(chunk):
-                if p == 0:
-                    pool_name, mode = "system", "System"
-                elif state == "windows":
-                    pool_name, mode = f"win{p}", "User"
-                else:
-                    pool_name, mode = f"pool{p}", "User"
-                pools.append(_pool(state, pool_name, mode, version, alternate=(cluster_no + p) % 2 == 1))
-            cluster: dict[str, Any] = {
-                "name": f"aks-{s:03d}-{c:03d}",
-                "resource_group": f"rg-aks-{c // 5:02d}",
-                "location": LOCATIONS[cluster_no % len(LOCATIONS)],
-                "kubernetes_version": version,
-                "pools": pools,
-            }
-            if cluster_no in excluded_clusters:
-                cluster["tags"] = dict(EXCLUDE_TAG)
-            clusters.append(cluster)
-            cluster_no += 1
-        sub: dict[str, Any] = {"id": sub_id, "name": f"fleet-{s:03d}", "clusters": clusters}
-        if s in hidden:
-            sub["accessible"] = False
-        subs_out.append(sub)
-
-    # --- registries in the readable subscriptions, round-robin
-    readable = [i for i in range(n_subs) if i not in hidden]
-    for r in range(n_regs):
-        sku, encryption = "Premium", "disabled"
-        if n_regs >= 5 and r % 5 == 3:
-            sku = "Standard"
-        elif n_regs >= 5 and r % 5 == 4:
-            encryption = "enabled"
-        reg_name = f"fleetacr{seed % 10000:04d}{r:03d}"
-        repos = []
-        for k in range(n_repos):
-            repo_name = f"team{k % 20:02d}/app{k:04d}"
-            images = []
-            for i in range(n_images if n_tags else 0):
-                tags = [f"1.{t // 100}.{t % 100}" for t in range(i, n_tags, n_images)]
-                image: dict[str, Any] = {"tags": tags, "layers_mb": [20, 60 + (k + i) % 200], "seed": f"{reg_name}-{k}-{i}"}
-                if streamed_share and rng.random() < streamed_share:
-                    image["streaming"] = True
-                images.append(image)
-            repos.append({"name": repo_name, "images": images})
-        registry = {"name": reg_name, "resource_group": "rg-registry", "sku": sku, "encryption": encryption, "repositories": repos}
-        subs_out[readable[r % len(readable)]].setdefault("registries", []).append(registry)
+    subs_out = _subscriptions(sub_ids, hidden, states, n_clusters, n_pools, excluded_clusters)
+    _add_registries(subs_out, hidden, rng, n_regs=n_regs, n_repos=n_repos, n_tags=n_tags, n_images=n_images, seed=seed,
+                    streamed_share=streamed_share)
 
     counts = Counter(states)
     summary = ", ".join(f"{k} {counts[k]}" for k in POOL_STATES if counts[k])
@@ -253,6 +196,78 @@ def generate_fleet(
         "subscriptions": subs_out,
     }
 
+
+
+def _cluster_spec(s: int, c: int, cluster_no: int, chunk: list[str], excluded: bool) -> dict[str, Any]:
+    """One generated cluster: its pools take the states in `chunk` (the system pool is never Windows)."""
+    if chunk[0] == "windows":  # the system pool must be Linux
+        swap = next((i for i, st in enumerate(chunk) if st != "windows"), None)
+        if swap is None:
+            chunk[0] = "null"
+        else:
+            chunk[0], chunk[swap] = chunk[swap], chunk[0]
+    version = OLD_CLUSTER_VERSION if "old_kubernetes" in chunk else KUBERNETES_VERSIONS[cluster_no % len(KUBERNETES_VERSIONS)]
+    pools = []
+    for p, state in enumerate(chunk):
+        if p == 0:
+            pool_name, mode = "system", "System"
+        elif state == "windows":
+            pool_name, mode = f"win{p}", "User"
+        else:
+            pool_name, mode = f"pool{p}", "User"
+        pools.append(_pool(state, pool_name, mode, version, alternate=(cluster_no + p) % 2 == 1))
+    cluster: dict[str, Any] = {
+        "name": f"aks-{s:03d}-{c:03d}",
+        "resource_group": f"rg-aks-{c // 5:02d}",
+        "location": LOCATIONS[cluster_no % len(LOCATIONS)],
+        "kubernetes_version": version,
+        "pools": pools,
+    }
+    if excluded:
+        cluster["tags"] = dict(EXCLUDE_TAG)
+    return cluster
+
+
+def _subscriptions(sub_ids: list[str], hidden: set[int], states: list[str], n_clusters: int, n_pools: int,
+                   excluded_clusters: set[int]) -> list[dict[str, Any]]:
+    subs_out: list[dict[str, Any]] = []
+    cluster_no = 0
+    for s, sub_id in enumerate(sub_ids):
+        clusters: list[dict[str, Any]] = []
+        for c in range(n_clusters):
+            chunk = states[cluster_no * n_pools:(cluster_no + 1) * n_pools]
+            clusters.append(_cluster_spec(s, c, cluster_no, chunk, cluster_no in excluded_clusters))
+            cluster_no += 1
+        sub: dict[str, Any] = {"id": sub_id, "name": f"fleet-{s:03d}", "clusters": clusters}
+        if s in hidden:
+            sub["accessible"] = False
+        subs_out.append(sub)
+    return subs_out
+
+
+def _add_registries(subs_out: list[dict[str, Any]], hidden: set[int], rng: random.Random, *, n_regs: int, n_repos: int,
+                    n_tags: int, n_images: int, seed: int, streamed_share: float) -> None:
+    """Registries in the readable subscriptions, round-robin (see generate_fleet for the SKU and CMK pattern)."""
+    readable = [i for i in range(len(subs_out)) if i not in hidden]
+    for r in range(n_regs):
+        sku, encryption = "Premium", "disabled"
+        if n_regs >= 5 and r % 5 == 3:
+            sku = "Standard"
+        elif n_regs >= 5 and r % 5 == 4:
+            encryption = "enabled"
+        reg_name = f"fleetacr{seed % 10000:04d}{r:03d}"
+        repos = []
+        for k in range(n_repos):
+            images = []
+            for i in range(n_images if n_tags else 0):
+                tags = [f"1.{t // 100}.{t % 100}" for t in range(i, n_tags, n_images)]
+                image: dict[str, Any] = {"tags": tags, "layers_mb": [20, 60 + (k + i) % 200], "seed": f"{reg_name}-{k}-{i}"}
+                if streamed_share and rng.random() < streamed_share:
+                    image["streaming"] = True
+                images.append(image)
+            repos.append({"name": f"team{k % 20:02d}/app{k:04d}", "images": images})
+        registry = {"name": reg_name, "resource_group": "rg-registry", "sku": sku, "encryption": encryption, "repositories": repos}
+        subs_out[readable[r % len(readable)]].setdefault("registries", []).append(registry)
 
 def pool_state_counts(scenario: dict[str, Any]) -> Counter:
     """How many pools of a generated scenario are in each state of POOL_STATES (recomputed from the pools themselves)."""

@@ -257,9 +257,13 @@ class RequestRecord:
     path: str
     query: str
     status: int
+    headers: dict[str, str] = field(default_factory=dict)  # the ones that matter (web.LOGGED_HEADERS); Authorization: scheme only
+    body: str | None = None  # write bodies: text (secrets redacted, capped) or a `<N bytes type>` summary
 
     def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        out = self.__dict__.copy()
+        out["headers"] = dict(self.headers)
+        return out
 
 
 class World:

@@ -26,6 +26,7 @@ from .web import Context, service_middleware
 
 log = logging.getLogger("emulator")
 T = TypeVar("T")
+STORAGE_HOST = "localhost"  # the blob storage behind the registries; registries and ARM are 127.0.0.1
 MANAGEMENT_SERVICES = (identity, admin, eventgrid, arm)  # arm last: it claims what the others do not
 
 
@@ -140,7 +141,7 @@ class Emulator:
     async def _astart(self) -> None:
         self.ctx.loop = asyncio.get_running_loop()
         ca = trustme.CA(organization_name="Artifact Streaming Autopilot local Azure")
-        cert = ca.issue_cert("127.0.0.1", "localhost")
+        cert = ca.issue_cert("127.0.0.1", STORAGE_HOST)
         ca_path = self.state_dir / "ca.pem"
         ca.cert_pem.write_to_path(str(ca_path))
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -152,7 +153,10 @@ class Emulator:
         self.ctx.management_url = f"https://127.0.0.1:{mgmt_port}"
         storage_sock = _bind()
         storage_app = blobstore.create_app(self.ctx)
-        self.ctx.extras["blobstore"].url = f"https://127.0.0.1:{storage_sock.getsockname()[1]}"
+        # Storage answers under another host name than the registries (real ACR redirects blob GETs to *.blob.core.windows.net
+        # or a data endpoint), so a client that keeps Authorization for the same host still must drop it: `localhost`
+        # (127.0.0.1 here), covered by the same certificate.
+        self.ctx.extras["blobstore"].url = f"https://{STORAGE_HOST}:{storage_sock.getsockname()[1]}"
         await self._serve(storage_app, storage_sock, ssl_ctx)
         reg_socks = {}
         for name, reg in self.world.registries.items():
@@ -165,6 +169,7 @@ class Emulator:
         mgmt = web.Application(middlewares=[service_middleware(self.ctx, management_classifier)], client_max_size=64 * 1024**2)
         for service in MANAGEMENT_SERVICES:
             service.setup(mgmt, self.ctx)
+        mgmt.router.add_route("*", "/{tail:.*}", arm.unknown_route)  # last: ARM's JSON 404 for what nothing serves
         await self._serve(mgmt, mgmt_sock, ssl_ctx)
         for name, sock in reg_socks.items():
             await self._serve(acr.create_registry_app(self.ctx, self.world.registries[name]), sock, ssl_ctx)
@@ -187,6 +192,7 @@ class Emulator:
             "subscriptions": list(self.world.subscriptions),
             "identity_endpoint": env["IDENTITY_ENDPOINT"],
             "admin": f"{self.ctx.management_url}/_emulator",
+            "storage": self.ctx.extras["blobstore"].url,
             **self.ctx.extras.get("endpoints", {}),
             "env": env,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,21 +49,70 @@ def acr_error(status: int, code: str, message: str, detail: Any = None, headers:
     return json_response(status, {"errors": [{"code": code, "message": message, "detail": detail}]}, headers)
 
 
+# Default error codes of injected faults, per status, in each service's style (a rule's error_code overrides them).
+ARM_FAULT_CODES = {400: "BadRequest", 401: "AuthenticationFailed", 403: "AuthorizationFailed", 404: "NotFound",
+                   408: "RequestTimeout", 409: "Conflict", 412: "PreconditionFailed", 429: "TooManyRequests",
+                   500: "InternalServerError", 502: "BadGateway", 503: "ServiceUnavailable", 504: "GatewayTimeout"}
+ACR_FAULT_CODES = {400: "UNSUPPORTED", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NAME_UNKNOWN", 409: "CONFLICT",
+                   412: "PRECONDITION_FAILED", 416: "BLOB_UPLOAD_INVALID", 429: "TOOMANYREQUESTS"}
+
+
+def fault_response(decision: FaultDecision, endpoint_class: str, error_style: str) -> web.Response:
+    """The error answer of an injected fault: ARM's `{"error": {...}}` or ACR's `{"errors": [...]}`, any status."""
+    assert decision.status is not None
+    headers = {}
+    if decision.retry_after is not None:
+        headers["Retry-After"] = str(int(decision.retry_after)) if decision.retry_after >= 1 else f"{decision.retry_after:g}"
+    message = decision.error_message or f"emulator fault injection ({endpoint_class})"
+    if error_style == "arm":
+        code = decision.error_code or ARM_FAULT_CODES.get(decision.status, "InjectedFault")
+        return arm_error(decision.status, code, message, headers)
+    code = decision.error_code or ACR_FAULT_CODES.get(decision.status) or \
+        ARM_FAULT_CODES.get(decision.status, "InjectedFault").upper()
+    return acr_error(decision.status, code, message, headers=headers)
+
+
 def _injected(request: web.Request, decision: FaultDecision, endpoint_class: str, error_style: str) -> tuple[int, web.Response]:
-    """The injected answer: a dropped connection (raises) or an error status with Retry-After where Azure sends one."""
+    """The injected answer: a dropped connection (raises) or an error status with its service's error body."""
     if decision.drop:
         if request.transport is not None:
             request.transport.abort()
         raise ConnectionResetError("emulator fault: connection dropped")
-    headers = {}
-    if decision.retry_after is not None:
-        headers["Retry-After"] = str(int(decision.retry_after)) if decision.retry_after >= 1 else f"{decision.retry_after:g}"
-    assert decision.status is not None
-    code = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}.get(decision.status, "InjectedFault")
-    message = f"emulator fault injection ({endpoint_class})"
-    resp = (arm_error(decision.status, code, message, headers) if error_style == "arm"
-            else acr_error(decision.status, code.upper(), message, headers=headers))
+    resp = fault_response(decision, endpoint_class, error_style)
     return resp.status, resp
+
+
+# What the request log keeps of a request (the rest of the headers carry nothing tests assert on).
+LOGGED_HEADERS = ("If-Match", "If-None-Match", "Content-Range", "Range", "Content-Type", "Content-Length", "Accept",
+                  "Docker-Content-Digest", "x-ms-client-request-id", "aeg-event-type", "User-Agent")
+SECRET_FIELDS = ("access_token", "refresh_token", "password", "client_secret", "key")
+MAX_LOGGED_BODY = 16 * 1024
+TEXT_TYPES = ("json", "text/", "x-www-form-urlencoded", "xml")
+
+
+def logged_headers(request: web.Request) -> dict[str, str]:
+    """The headers that matter for a test, Authorization reduced to its scheme (`Bearer`, `Basic`): never its value."""
+    out = {name: request.headers[name] for name in LOGGED_HEADERS if name in request.headers}
+    auth = request.headers.get("Authorization")
+    if auth:
+        out["Authorization"] = auth.split(" ", 1)[0] + " ***"
+    for name in ("aeg-sas-key", "aeg-sas-token", "X-IDENTITY-HEADER"):
+        if name in request.headers:
+            out[name] = "***"
+    return out
+
+
+def logged_body(raw: bytes, content_type: str) -> str | None:
+    """A write body as the log keeps it: text with secret fields redacted and capped, or a summary of binary content."""
+    if not raw:
+        return None
+    if not any(t in content_type.lower() for t in TEXT_TYPES):
+        return f"<{len(raw)} bytes {content_type or 'application/octet-stream'}>"
+    text = raw[:MAX_LOGGED_BODY].decode("utf-8", errors="replace")
+    for name in SECRET_FIELDS:
+        text = re.sub(rf'(\b{name}=)[^&]*', r"\1***", text)  # form fields
+        text = re.sub(rf'("{name}"\s*:\s*)"[^"]*"', r'\1"***"', text)  # JSON members
+    return text + (f"… <{len(raw)} bytes>" if len(raw) > MAX_LOGGED_BODY else "")
 
 
 Classifier = Callable[[web.Request], str]
@@ -78,6 +128,9 @@ def service_middleware(ctx: Context, classify: Classifier, host: str = "", error
     async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         endpoint_class = classify(request)
         status = 0
+        body = None
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.can_read_body:
+            body = logged_body(await request.read(), request.headers.get("Content-Type", ""))  # cached: the handler reads it again
         try:
             decision = None
             if not request.path.startswith("/_emulator"):
@@ -108,9 +161,21 @@ def service_middleware(ctx: Context, classify: Classifier, host: str = "", error
                 path=request.path,
                 query=request.query_string,
                 status=status or 500,  # -1: dropped connection; 500: the handler crashed
+                headers=logged_headers(request),
+                body=body,
             )
 
     return middleware
+
+
+def bound(handler: Callable[[Context, web.Request], Awaitable[web.StreamResponse]], ctx: Context):
+    """An aiohttp handler that calls `handler(ctx, request)` (module-level handlers stay importable and testable alone)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await handler(ctx, request)
+
+    handle.__name__ = getattr(handler, "__name__", "handler")
+    return handle
 
 
 async def read_json(request: web.Request) -> Any:

@@ -22,7 +22,7 @@ from aiohttp import web
 from ..model import EventSubscription, Registry
 from ..scenario import ScenarioError, add_event_subscription
 from ..tokens import bearer
-from ..web import Context, json_response, read_json
+from ..web import Context, bound, json_response, read_json
 from .identity import audience_ok
 
 # ------------------------------------------------------------------------------------------------ constants (wire facts)
@@ -647,7 +647,112 @@ def classify(path: str) -> str | None:
     return None
 
 
+async def publish(ctx: Context, request: web.Request) -> web.Response:
+    eg: EventGrid = ctx.extras["eventgrid"]
+    topic = eg.topics.get(request.match_info["topic"])
+    if topic is None:
+        return eg_error(404, "NotFound", f"The topic '{request.match_info['topic']}' does not exist.")
+    raw = await request.read()
+    result = eg.check_publish(request, topic, raw)
+    if isinstance(result, web.Response):
+        return result
+    auth = "key" if "aeg-sas-key" in request.headers else "sas" if "aeg-sas-token" in request.headers else "token"
+    now = time.time()
+    with eg._lock:
+        topic.events.extend({"event": e, "auth": auth, "received": now} for e in result)
+    return web.Response(status=200)
+
+
+async def add_subscription(ctx: Context, request: web.Request) -> web.Response:
+    eg: EventGrid = ctx.extras["eventgrid"]
+    try:
+        raw = await read_json(request)
+        if not isinstance(raw, dict):
+            raise ValueError("the body must be a JSON object with the event subscription's fields")
+        validate = bool(raw.pop("validate", True))
+        sub = eg.add_subscription(raw)
+    except (ValueError, TypeError, ScenarioError) as exc:
+        return json_response(400, {"error": str(exc)})
+    if validate:
+        # As `az eventgrid event-subscription create`: the handshake happens now; failure means no subscription.
+        try:
+            await eg.ensure_validated(sub)
+        except ValidationFailed as exc:
+            ctx.world.event_subscriptions.pop(sub.name, None)
+            return json_response(400, {"error": str(exc)})
+    return json_response(201, _sub_dict(sub))
+
+
+async def list_subscriptions(ctx: Context, request: web.Request) -> web.Response:
+    return json_response(200, {"value": [_sub_dict(s) for s in ctx.world.event_subscriptions.values()]})
+
+
+async def remove_subscription(ctx: Context, request: web.Request) -> web.Response:
+    sub = ctx.world.event_subscriptions.pop(request.match_info["name"], None)
+    return json_response(200 if sub else 404, {"removed": sub is not None})
+
+
+async def deliveries(ctx: Context, request: web.Request) -> web.Response:
+    eg: EventGrid = ctx.extras["eventgrid"]
+    rows = [a.as_dict() for a in eg.delivery_attempts(request.query.get("subscription"))]
+    return json_response(200, {"value": rows, "pending": eg.pending})
+
+
+async def idle(ctx: Context, request: web.Request) -> web.Response:
+    eg: EventGrid = ctx.extras["eventgrid"]
+    try:
+        timeout = float(request.query.get("timeout", "30"))
+    except ValueError:
+        return json_response(400, {"error": "timeout must be a number of seconds"})
+    ok = await eg.wait_idle(timeout)
+    return json_response(200 if ok else 408, {"idle": ok, "pending": eg.pending})
+
+
+async def dead_letters(ctx: Context, request: web.Request) -> web.Response:
+    eg: EventGrid = ctx.extras["eventgrid"]
+    name = request.query.get("subscription")
+    with eg._lock:
+        rows = [d for d in eg.dead_letters if name is None or d["subscription"] == name]
+    return json_response(200, {"value": rows})
+
+
+async def add_topic(ctx: Context, request: web.Request) -> web.Response:
+    eg: EventGrid = ctx.extras["eventgrid"]
+    try:
+        raw = await read_json(request)
+        topic = eg.add_topic(str(raw["name"]), str(raw.get("input_schema", "CloudEventSchemaV1_0")))
+    except (KeyError, ValueError, TypeError) as exc:
+        return json_response(400, {"error": f"expected {{'name', 'input_schema'?}}: {exc}"})
+    return json_response(201, {"name": topic.name, "endpoint": eg.topic_url(topic.name), "key": topic.key,
+                               "input_schema": topic.input_schema})
+
+
+async def topic_events(ctx: Context, request: web.Request) -> web.Response:
+    eg: EventGrid = ctx.extras["eventgrid"]
+    topic = eg.topics.get(request.match_info["topic"])
+    if topic is None:
+        return json_response(404, {"error": f"no topic {request.match_info['topic']!r}"})
+    with eg._lock:
+        rows = list(topic.events)
+    return json_response(200, {"value": rows})
+
+
+ADMIN = "/_emulator/eventgrid"
+ROUTES = [
+    ("POST", "/topics/{topic}/api/events", publish),
+    ("POST", f"{ADMIN}/subscriptions", add_subscription),
+    ("GET", f"{ADMIN}/subscriptions", list_subscriptions),
+    ("DELETE", f"{ADMIN}/subscriptions/{{name}}", remove_subscription),
+    ("GET", f"{ADMIN}/deliveries", deliveries),
+    ("GET", f"{ADMIN}/idle", idle),
+    ("GET", f"{ADMIN}/deadletters", dead_letters),
+    ("POST", f"{ADMIN}/topics", add_topic),
+    ("GET", f"{ADMIN}/topics/{{topic}}/events", topic_events),
+]
+
+
 def setup(app: web.Application, ctx: Context) -> None:
+    """Event Grid on the management app: the topics' publish endpoint and the control API (ROUTES)."""
     for i, sub in enumerate(ctx.world.event_subscriptions.values()):
         check_subscription(sub, where=f"eventgrid.subscriptions[{i}]")
     eg = EventGrid(ctx)
@@ -663,94 +768,12 @@ def setup(app: web.Application, ctx: Context) -> None:
         "AUTOPILOT_TOPIC_KEY": default.key,
     })
 
-    async def publish(request: web.Request) -> web.Response:
-        topic = eg.topics.get(request.match_info["topic"])
-        if topic is None:
-            return eg_error(404, "NotFound", f"The topic '{request.match_info['topic']}' does not exist.")
-        raw = await request.read()
-        result = eg.check_publish(request, topic, raw)
-        if isinstance(result, web.Response):
-            return result
-        auth = "key" if "aeg-sas-key" in request.headers else "sas" if "aeg-sas-token" in request.headers else "token"
-        now = time.time()
-        with eg._lock:
-            topic.events.extend({"event": e, "auth": auth, "received": now} for e in result)
-        return web.Response(status=200)
-
-    async def add_subscription(request: web.Request) -> web.Response:
-        try:
-            raw = await read_json(request)
-            if not isinstance(raw, dict):
-                raise ValueError("the body must be a JSON object with the event subscription's fields")
-            validate = bool(raw.pop("validate", True))
-            sub = eg.add_subscription(raw)
-        except (ValueError, TypeError, ScenarioError) as exc:
-            return json_response(400, {"error": str(exc)})
-        if validate:
-            # As `az eventgrid event-subscription create`: the handshake happens now; failure means no subscription.
-            try:
-                await eg.ensure_validated(sub)
-            except ValidationFailed as exc:
-                ctx.world.event_subscriptions.pop(sub.name, None)
-                return json_response(400, {"error": str(exc)})
-        return json_response(201, _sub_dict(sub))
-
-    async def list_subscriptions(request: web.Request) -> web.Response:
-        return json_response(200, {"value": [_sub_dict(s) for s in ctx.world.event_subscriptions.values()]})
-
-    async def remove_subscription(request: web.Request) -> web.Response:
-        sub = ctx.world.event_subscriptions.pop(request.match_info["name"], None)
-        return json_response(200 if sub else 404, {"removed": sub is not None})
-
-    async def deliveries(request: web.Request) -> web.Response:
-        rows = [a.as_dict() for a in eg.delivery_attempts(request.query.get("subscription"))]
-        return json_response(200, {"value": rows, "pending": eg.pending})
-
-    async def idle(request: web.Request) -> web.Response:
-        try:
-            timeout = float(request.query.get("timeout", "30"))
-        except ValueError:
-            return json_response(400, {"error": "timeout must be a number of seconds"})
-        ok = await eg.wait_idle(timeout)
-        return json_response(200 if ok else 408, {"idle": ok, "pending": eg.pending})
-
-    async def dead_letters(request: web.Request) -> web.Response:
-        name = request.query.get("subscription")
-        with eg._lock:
-            rows = [d for d in eg.dead_letters if name is None or d["subscription"] == name]
-        return json_response(200, {"value": rows})
-
-    async def add_topic(request: web.Request) -> web.Response:
-        try:
-            raw = await read_json(request)
-            topic = eg.add_topic(str(raw["name"]), str(raw.get("input_schema", "CloudEventSchemaV1_0")))
-        except (KeyError, ValueError, TypeError) as exc:
-            return json_response(400, {"error": f"expected {{'name', 'input_schema'?}}: {exc}"})
-        return json_response(201, {"name": topic.name, "endpoint": eg.topic_url(topic.name), "key": topic.key,
-                                   "input_schema": topic.input_schema})
-
-    async def topic_events(request: web.Request) -> web.Response:
-        topic = eg.topics.get(request.match_info["topic"])
-        if topic is None:
-            return json_response(404, {"error": f"no topic {request.match_info['topic']!r}"})
-        with eg._lock:
-            rows = list(topic.events)
-        return json_response(200, {"value": rows})
-
     async def on_cleanup(_app: web.Application) -> None:
         await eg.close()
 
     app.on_cleanup.append(on_cleanup)
-    app.router.add_post("/topics/{topic}/api/events", publish)
-    base = "/_emulator/eventgrid"
-    app.router.add_post(f"{base}/subscriptions", add_subscription)
-    app.router.add_get(f"{base}/subscriptions", list_subscriptions)
-    app.router.add_delete(f"{base}/subscriptions/{{name}}", remove_subscription)
-    app.router.add_get(f"{base}/deliveries", deliveries)
-    app.router.add_get(f"{base}/idle", idle)
-    app.router.add_get(f"{base}/deadletters", dead_letters)
-    app.router.add_post(f"{base}/topics", add_topic)
-    app.router.add_get(f"{base}/topics/{{topic}}/events", topic_events)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, bound(handler, ctx))
 
 
 def _sub_dict(sub: EventSubscription) -> dict[str, Any]:
