@@ -39,6 +39,7 @@ demo: setup
 
 test: setup setup-az infra-tools
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 bench: setup

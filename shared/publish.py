@@ -78,7 +78,10 @@ class OutcomePublisher:
                     from .azure_clients import credential as process_credential
 
                     credential = process_credential()
-                self._client = EventGridPublisherClient(self.settings.endpoint, credential)
+                from .azure_clients import TOPIC_PROFILE, client_kwargs
+
+                # explicit timeouts and one retry: an unresponsive topic costs seconds, never the push that already finished
+                self._client = EventGridPublisherClient(self.settings.endpoint, credential, **client_kwargs(TOPIC_PROFILE))
             return self._client
 
     def publish(self, event_type: str, subject: str, data: dict[str, Any]) -> None:

@@ -19,13 +19,12 @@ from azure.core.pipeline.policies import (
     HttpLoggingPolicy,
     RedirectPolicy,
     RequestIdPolicy,
-    RetryPolicy,
     SensitiveHeaderCleanupPolicy,
     UserAgentPolicy,
 )
-from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest, HttpResponse
 
+from ..azure_clients import ACR_PROFILE, HttpProfile, retry_policy, transport
 from ..mediatypes import MANIFEST_ACCEPT, STREAMING_ARTIFACT_TYPE
 from .auth import PROCESS_TOKEN_CACHE, AcrAuthPolicy, AcrTokenProvider, AuthError, TokenCache, repository_scope
 
@@ -74,7 +73,7 @@ class Operation:
 
     @classmethod
     def from_body(cls, body: dict[str, Any], op_id: str | None = None) -> Operation:
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
         code = body.get("errorCode") or body.get("code") or error.get("code")
         if not code and isinstance(body.get("details"), str):
             # the recorded operation body has no error field; the code is written into `details` ("… UNKNOWN_ERROR: …")
@@ -112,39 +111,39 @@ class AcrClient:
         timeout: float = 30.0,
         retry_total: int = 4,
         retry_backoff_factor: float = 0.4,
-        retry_backoff_max: int = 8,
+        retry_backoff_max: float = 8.0,
+        pool_size: int = POOL_SIZE,
     ) -> None:
         self.login_server = login_server.lower()
         self.base_url = f"https://{self.login_server}"
         self.timeout = timeout
         self.cache = token_cache or PROCESS_TOKEN_CACHE
-        transport = RequestsTransport(connection_timeout=min(timeout, 10.0), read_timeout=timeout)
-        transport.open()
-        if transport.session is not None:  # one pool per registry, sized for a busy instance (urllib3's default keeps 10)
-            for prefix in ("https://", "http://"):
-                adapter = transport.session.get_adapter(prefix)
-                adapter.init_poolmanager(connections=10, maxsize=POOL_SIZE, block=False)
-        retry = dict(retry_total=retry_total, retry_backoff_factor=retry_backoff_factor, retry_backoff_max=retry_backoff_max)
+        # one pool per registry, sized for a busy instance (urllib3's default keeps 10); timeouts and retries bounded by the
+        # invocation's deadline (shared/deadline.py)
+        self.profile = HttpProfile(connect_timeout=min(timeout, ACR_PROFILE.connect_timeout), read_timeout=timeout,
+                                   retry_total=retry_total, backoff_factor=retry_backoff_factor, backoff_max=retry_backoff_max,
+                                   retry_after_max=ACR_PROFILE.retry_after_max, pool_size=pool_size)
+        shared_transport = transport(self.profile)
         logging_policy = HttpLoggingPolicy()  # headers outside its allow-list (Authorization) and query values are redacted
         common = [RequestIdPolicy(), HeadersPolicy(), UserAgentPolicy(base_user_agent=USER_AGENT)]
         # The token endpoints: no auth policy, same retries; their bodies (which carry tokens) are never logged.
-        self._token_client = PipelineClient(
+        self._token_client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(
             self.base_url,
-            policies=[*common, RetryPolicy(**retry), logging_policy],
-            transport=transport,
+            policies=[*common, retry_policy(self.profile), logging_policy],
+            transport=shared_transport,
         )
         self.tokens = AcrTokenProvider(self.login_server, aad_token, self._send_token_request, self.cache)
-        self._client = PipelineClient(
+        self._client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(
             self.base_url,
             policies=[
                 *common,
                 RedirectPolicy(),  # blob reads may redirect to storage
-                RetryPolicy(**retry),
+                retry_policy(self.profile),
                 AcrAuthPolicy(self.tokens),
                 SensitiveHeaderCleanupPolicy(),  # drops Authorization when a redirect leaves the registry
                 logging_policy,
             ],
-            transport=transport,
+            transport=shared_transport,
         )
 
     # ----------------------------------------------------------------- plumbing

@@ -126,7 +126,7 @@ class ImageVerdict:
 
 
 def _platform(entry: dict[str, Any]) -> str:
-    plat = entry.get("platform") if isinstance(entry.get("platform"), dict) else {}
+    plat: dict[str, Any] = entry["platform"] if isinstance(entry.get("platform"), dict) else {}
     return f"{plat.get('os', '?')}/{plat.get('architecture', '?')}"
 
 
@@ -154,7 +154,7 @@ def check_manifest(manifest: ManifestDoc, max_bytes: int) -> ImageVerdict:
         return ImageVerdict(ok=True, is_index=True, child_digest=child)
     if media_type not in SINGLE_TYPES:
         return ImageVerdict.skip(R_MEDIA_TYPE, "UNSUPPORTED_MEDIATYPE", f"media type {media_type!r} cannot be converted")
-    config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+    config: dict[str, Any] = doc["config"] if isinstance(doc.get("config"), dict) else {}
     config_type = config.get("mediaType")
     if config_type not in IMAGE_CONFIG_TYPES or doc.get("artifactType"):
         what = doc.get("artifactType") or config_type

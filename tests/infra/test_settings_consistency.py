@@ -28,7 +28,7 @@ PLATFORM = re.compile(
     r"|PYTHON_ENABLE_OPENTELEMETRY"  # the Python worker's OpenTelemetry switch
     r"|OTEL_.*"  # OpenTelemetry's standard settings (the sampler)
     r"|AZURE_CLIENT_ID|IDENTITY_.*|MSI_.*"  # managed identity, read by azure-identity
-    r"|REQUESTS_CA_BUNDLE"  # extra trust (the emulator, a TLS-inspecting proxy)
+    r"|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE"  # extra trust (the emulator, a TLS-inspecting proxy), as requests reads it
 )
 # Read by the code but deliberately not set by infra.
 NOT_IN_INFRA = {

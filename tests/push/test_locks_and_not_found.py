@@ -30,12 +30,12 @@ def test_a_held_lease_makes_other_holders_wait_then_give_up(azurite):
     assert inside.wait(10)
     with pytest.raises(LockBusy, match="still held"), impatient.hold("reg/app/sha256:1"):
         pass
-    with impatient.hold("reg/app/sha256:2") as waited:  # another key is free
-        assert waited is False
+    with impatient.hold("reg/app/sha256:2") as held:  # another key is free
+        assert held.waited is False
     release.set()
     t.join(10)
-    with impatient.hold("reg/app/sha256:1") as waited:  # released: acquired at once
-        assert waited is False
+    with impatient.hold("reg/app/sha256:1") as held:  # released: acquired at once
+        assert held.waited is False
     with pytest.raises(ValueError, match="between 15 and 60"):
         BlobLeaseLock(service, "locks-test", lease_seconds=5)
 
