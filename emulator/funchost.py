@@ -46,7 +46,8 @@ log = logging.getLogger("emulator.funchost")
 EVENTGRID_TRIGGER = "eventGridTrigger"
 TIMER_TRIGGER = "timerTrigger"
 WEBHOOK_PATH = "/runtime/webhooks/eventgrid"
-SUPPORTED_TRIGGERS = {EVENTGRID_TRIGGER, TIMER_TRIGGER}
+QUEUE_TRIGGER = "queueTrigger"
+SUPPORTED_TRIGGERS = {EVENTGRID_TRIGGER, TIMER_TRIGGER, QUEUE_TRIGGER}
 _current: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar("funchost_invocation", default=None)
 
 
@@ -388,6 +389,7 @@ class FunctionsHost:
         self._saved_level: int | None = None
         self._timer_last: dict[str, str] = {}
         self.startup: list[Future[Invocation]] = []  # run_on_startup timer runs fired by start()
+        self.queue_listeners: list[Any] = []  # emulator.queuetrigger.QueueListener per queue-triggered function
 
     # -------------------------------------------------------------- lifecycle
     def load(self) -> dict[str, IndexedFunction]:
@@ -420,9 +422,24 @@ class FunctionsHost:
         for name, fn in self.functions.items():
             if fn.trigger_type == TIMER_TRIGGER and fn.trigger_settings.get("runOnStartup"):
                 self.startup.append(self._pool.submit(self.fire_timer, name))  # as the host does for run_on_startup timers
+        from .queuetrigger import start_listeners
+
+        self.queue_listeners = start_listeners(self)
         return self
 
+    def wait_queues_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until every queue trigger has nothing in flight and nothing visible to dequeue; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(listener.idle() for listener in self.queue_listeners):
+                return True
+            time.sleep(0.1)
+        return False
+
     def stop(self) -> None:
+        for listener in self.queue_listeners:
+            listener.stop()
+        self.queue_listeners = []
         if self._loop is not None and self._loop.is_running():
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(15)  # type: ignore[union-attr]
@@ -705,7 +722,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if inv.succeeded else 1
     with host:
         for name, fn in sorted(host.functions.items()):
-            where = host.webhook_url(name) if fn.trigger_type == EVENTGRID_TRIGGER else "(timer: use --fire-timer)"
+            where = (host.webhook_url(name) if fn.trigger_type == EVENTGRID_TRIGGER else
+                     f"(queue {fn.trigger_settings.get('queueName')})" if fn.trigger_type == QUEUE_TRIGGER else
+                     "(timer: use --fire-timer)")
             print(f"{name}: {fn.trigger_type} {where}", flush=True)
         stop.wait()
     return 0

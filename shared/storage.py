@@ -1,4 +1,4 @@
-"""The app's own storage account (locks, reports): a BlobServiceClient from AzureWebJobsStorage, key- or identity-based."""
+"""The app's own storage account (locks, reports, work queues): blob and queue clients from AzureWebJobsStorage, key- or identity-based."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from .settings import Env, SettingsError
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
+    from azure.storage.queue import QueueClient, QueueServiceClient
 
 SETTING = "AzureWebJobsStorage"
 _lock = threading.Lock()
 _clients: dict[str, BlobServiceClient] = {}
+_queue_services: dict[str, QueueServiceClient] = {}
 
 
 def _client_kwargs() -> dict[str, Any]:
@@ -44,7 +46,8 @@ def _deadline_retry(retry_total: int) -> Any:
 def configured(source: Mapping[str, str] | None = None) -> bool:
     """Whether the app's storage account is configured at all (a connection string, a blob service URI or an account name)."""
     env = Env(source)
-    return any(env.str(k) for k in (SETTING, f"{SETTING}__blobServiceUri", f"{SETTING}__accountName"))
+    return any(env.str(k) for k in (SETTING, f"{SETTING}__blobServiceUri", f"{SETTING}__queueServiceUri",
+                                      f"{SETTING}__accountName"))
 
 
 def blob_service_client(source: Mapping[str, str] | None = None) -> BlobServiceClient:
@@ -85,3 +88,50 @@ def blob_service_client(source: Mapping[str, str] | None = None) -> BlobServiceC
                 client = BlobServiceClient(account_url=uri, credential=credential(), **_client_kwargs())
             _clients[key] = client
         return client
+
+
+def queue_service_client(source: Mapping[str, str] | None = None) -> QueueServiceClient:
+    """One queue service client per storage target per process, from the same forms the Functions host reads for queue
+    triggers: the connection string in `AzureWebJobsStorage`, or `AzureWebJobsStorage__queueServiceUri` /
+    `AzureWebJobsStorage__accountName` with the managed identity (Storage Queue Data Contributor)."""
+    env = Env(source)
+    conn = env.str(SETTING)
+    uri = env.str(f"{SETTING}__queueServiceUri")
+    account = env.str(f"{SETTING}__accountName")
+    if conn is None and uri is None and account:
+        uri = f"https://{account}.queue.core.windows.net"
+    key = conn or uri
+    if key is None:
+        raise SettingsError(
+            SETTING,
+            "is not set: give a storage connection string, or AzureWebJobsStorage__queueServiceUri / __accountName "
+            "for the managed identity (the app keeps its work queues there)",
+        )
+    with _lock:
+        client = _queue_services.get(key)
+        if client is None:
+            from azure.storage.queue import QueueServiceClient
+
+            if conn is not None:
+                if "AccountName=" not in conn and "UseDevelopmentStorage" not in conn and "QueueEndpoint=" not in conn:
+                    raise SettingsError(SETTING, "is not a storage connection string (expected AccountName=…;AccountKey=… or QueueEndpoint=…)")
+                try:
+                    client = QueueServiceClient.from_connection_string(conn)
+                except ValueError as exc:
+                    raise SettingsError(SETTING, f"is not a valid storage connection string: {exc}") from None
+            else:
+                from .azure_clients import credential
+
+                client = QueueServiceClient(account_url=key, credential=credential())
+            _queue_services[key] = client
+        return client
+
+
+def queue_client(name: str, source: Mapping[str, str] | None = None) -> QueueClient:
+    """A client for one queue that reads and writes messages as the Functions host does by default: base64-encoded UTF-8 text
+    (host.json `extensions.queues.messageEncoding` = base64), so a queue trigger decodes what this client sends."""
+    from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+
+    service = queue_service_client(source)
+    return service.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy(),
+                                    message_decode_policy=TextBase64DecodePolicy())
