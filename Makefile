@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# checkov (and the Bicep parser it pins) in a venv of their own: their pins must not move the app's Azure SDKs.
+INFRA_VENV := .venv-infra
 
-.PHONY: setup setup-az demo test lint bench clean
+.PHONY: setup setup-az infra-tools demo test lint bench clean
 VENV_AZ := .venv-az
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -17,6 +19,13 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(VENV)/.installed node_modules/.installed
 
+$(INFRA_VENV)/.installed: requirements-infra.txt
+	test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-infra.txt
+	touch $@
+
+infra-tools: $(INFRA_VENV)/.installed
+
 # The real az CLI in its own venv (it pins other Azure SDK versions than the app); reinstalled only when its pin changes.
 $(VENV_AZ)/.installed: requirements-az.txt
 	test -x $(VENV_AZ)/bin/python || $(PYTHON) -m venv $(VENV_AZ)
@@ -28,8 +37,9 @@ setup-az: $(VENV_AZ)/.installed
 demo: setup
 	$(PY) -m emulator.demo
 
-test: setup setup-az
+test: setup setup-az infra-tools
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 bench: setup
@@ -37,4 +47,4 @@ bench: setup
 	$(PY) bench/audit_bench.py
 
 clean:
-	rm -rf $(VENV) $(VENV_AZ) node_modules .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_AZ) $(INFRA_VENV) node_modules .pytest_cache .ruff_cache .hypothesis

@@ -6,6 +6,9 @@ request log. Variants:
   sequential-report  list subscriptions → list clusters → list pools, one request at a time, classify with the same rules
   audit-report       shared.audit.service.run_audit in report mode
   audit-report-cluster-profiles  the same with AUTOPILOT_AUDIT_POOL_SOURCE=cluster (pools from the cluster listing)
+  audit-report-queue the default discovery fanned out (AUTOPILOT_AUDIT_FANOUT): a planner process queues the work items on
+                     Azurite's `autopilot-audit`, WORKERS processes each run the Functions host stand-in with the app's
+                     queue-triggered `audit_work_item` (host.json batchSize); wall time from plan to stored report
   sequential-enforce the baseline above, then for the first CAP remediable pools: GET → PUT (If-Match) → wait for the LRO
   audit-enforce      run_audit in enforce mode with the same cap (and an LRO budget long enough to finish every operation)
 Usage: python bench/audit_bench.py [--subscriptions 100 --clusters 25 --pools 4 --latency-ms 50 --concurrency 16 --cap 50]
@@ -28,7 +31,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-VARIANTS = ("sequential-report", "audit-report", "audit-report-cluster-profiles", "sequential-enforce", "audit-enforce")
+VARIANTS = ("sequential-report", "audit-report", "audit-report-cluster-profiles", "audit-report-queue", "sequential-enforce",
+            "audit-enforce")
 
 
 # ------------------------------------------------------------------------------------------------ inside a variant child
@@ -100,6 +104,93 @@ def audit(enforce: bool, cap: int, concurrency: int, pool_source: str = "agentpo
             "by_state": s.by_state}
 
 
+def queue_env(concurrency: int) -> dict[str, str]:
+    return {"AUTOPILOT_AUDIT_MODE": "report", "AUTOPILOT_AUDIT_CONCURRENCY": str(concurrency), "AUTOPILOT_AUDIT_FANOUT": "true",
+            "AUTOPILOT_AUDIT_CONTAINER": "audit-bench", "AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS": "600"}
+
+
+def queue_worker(endpoints_path: str, concurrency: int) -> None:
+    """One worker process: the Functions host stand-in with the app's audit blueprint, until stdin closes."""
+    import azure.functions as func
+
+    from emulator.funchost import FunctionsHost
+
+    endpoints = json.loads(Path(endpoints_path).read_text())
+    os.environ.update({**endpoints["env"], **queue_env(concurrency)})
+    for key in ("AUTOPILOT_TOPIC_ENDPOINT", "AUTOPILOT_TOPIC_KEY"):
+        os.environ.pop(key, None)
+    from functions.audit import bp
+
+    app = func.FunctionApp()
+    app.register_functions(bp)
+    host = FunctionsHost(app=app, max_workers=32, log_level=30)
+    host.load()
+    for fn in host.functions.values():
+        fn.directory = str(REPO)  # the app's host.json (extensions.queues)
+    host.start()
+    print("ready", flush=True)
+    sys.stdin.read()
+    invocations = host.invocations_of("audit_work_item")
+    host.stop()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"invocations": len(invocations), "failed": sum(1 for i in invocations if not i.succeeded),
+                      "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}))
+
+
+def queue_plan(endpoints_path: str, concurrency: int) -> None:
+    """The timer's part: plan and enqueue; prints the run id."""
+    from shared.audit.fanout import start_run
+    from shared.audit.settings import AuditSettings
+    from shared.settings import Env
+
+    endpoints = json.loads(Path(endpoints_path).read_text())
+    env = {k: v for k, v in {**os.environ, **endpoints["env"], **queue_env(concurrency)}.items() if not k.startswith("AUTOPILOT_TOPIC")}
+    os.environ.update(env)
+    record = start_run(AuditSettings.from_env(Env(env)))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"run_id": record["run_id"], "items": record["count"], "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+                      "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}))
+
+
+def run_queue_variant(endpoints_path: str, endpoints: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Workers first (listening), then the planner; done when the run's report is stored."""
+    from azure.storage.blob import BlobServiceClient
+
+    workers = [subprocess.Popen([sys.executable, __file__, "--queue-worker", "--endpoints", endpoints_path,
+                                 "--concurrency", str(args.concurrency)], cwd=REPO, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True) for _ in range(args.workers)]
+    try:
+        for w in workers:
+            if (w.stdout.readline() if w.stdout else "").strip() != "ready":
+                raise RuntimeError("a queue worker did not start")
+        t0 = time.perf_counter()
+        planned = subprocess.run([sys.executable, __file__, "--queue-plan", "--endpoints", endpoints_path, "--concurrency",
+                                  str(args.concurrency)], cwd=REPO, capture_output=True, text=True, timeout=600)
+        if planned.returncode != 0:
+            raise RuntimeError(f"planner failed:\n{planned.stderr[-3000:]}")
+        plan = json.loads(planned.stdout.strip().splitlines()[-1])
+        container = BlobServiceClient.from_connection_string(endpoints["env"]["AzureWebJobsStorage"]).get_container_client("audit-bench")
+        report_name = None
+        while report_name is None and time.perf_counter() - t0 < 1800:
+            time.sleep(0.5)
+            report_name = next((b.name for b in container.list_blobs(name_starts_with="reports/")
+                                if plan["run_id"] in b.name and b.name.endswith(".json")), None)
+        wall = time.perf_counter() - t0
+        if report_name is None:
+            raise RuntimeError("the fanned-out run was not reported within 30 minutes")
+        report = json.loads(container.download_blob(report_name).readall())
+    finally:
+        stats = []
+        for w in workers:
+            out, _ = w.communicate("", timeout=120)
+            stats.append(json.loads(out.strip().splitlines()[-1]) if out.strip() else {})
+    s = report["summary"]
+    return {"pools": s["total"] - s["by_state"].get("error", 0), "error_rows": s["by_state"].get("error", 0),
+            "remediable": s["by_state"].get("remediable", 0), "remediated": 0, "by_state": s["by_state"],
+            "wall_s": round(wall, 2), "planner": plan, "workers": stats,
+            "peak_rss_mb": max([plan["peak_rss_mb"]] + [w.get("peak_rss_mb", 0) for w in stats])}
+
+
 def child(variant: str, endpoints_path: str, cap: int, concurrency: int) -> None:
     endpoints = json.loads(Path(endpoints_path).read_text())
     os.environ.update(endpoints["env"])
@@ -112,7 +203,9 @@ def child(variant: str, endpoints_path: str, cap: int, concurrency: int) -> None
         result = audit(variant.endswith("enforce"), cap, concurrency,
                        "cluster" if variant.endswith("cluster-profiles") else "agentpools")
     result["wall_s"] = round(time.perf_counter() - t0, 2)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
     print(json.dumps(result))
 
 
@@ -123,6 +216,15 @@ def _admin_get(endpoints: dict[str, Any], path: str) -> Any:
     import requests
 
     return requests.get(f"{endpoints['admin']}{path}", verify=endpoints["ca_bundle"], timeout=60).json()
+
+
+def _arm_counts(endpoints: dict[str, Any], mark: int) -> dict[str, Any]:
+    log = _admin_get(endpoints, f"/requests?since={mark}&service=arm")["requests"]
+    by_kind: dict[str, int] = {}
+    for r in log:
+        key = f"{r['method']} {r['endpoint_class']}"
+        by_kind[key] = by_kind.get(key, 0) + 1
+    return {"arm_requests": len(log), "arm_requests_by_kind": dict(sorted(by_kind.items()))}
 
 
 def run_variant(variant: str, scenario: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -137,20 +239,15 @@ def run_variant(variant: str, scenario: Path, args: argparse.Namespace) -> dict[
         endpoints = json.loads(Path(endpoints_path).read_text())
         startup = time.perf_counter() - t_start
         mark = _admin_get(endpoints, "/requests?service=__none__")["next"]
+        if variant == "audit-report-queue":
+            result = run_queue_variant(endpoints_path, endpoints, args)
+            return {**result, **_arm_counts(endpoints, mark), "emulator_startup_s": round(startup, 1)}
         done = subprocess.run([sys.executable, __file__, "--run", variant, "--endpoints", endpoints_path, "--cap", str(args.cap),
                                "--concurrency", str(args.concurrency)], cwd=REPO, capture_output=True, text=True, timeout=3600)
         if done.returncode != 0:
             raise RuntimeError(f"{variant} failed:\n{done.stderr[-3000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        log = _admin_get(endpoints, f"/requests?since={mark}&service=arm")["requests"]
-        result["arm_requests"] = len(log)
-        by_kind: dict[str, int] = {}
-        for r in log:
-            key = f"{r['method']} {r['endpoint_class']}"
-            by_kind[key] = by_kind.get(key, 0) + 1
-        result["arm_requests_by_kind"] = dict(sorted(by_kind.items()))
-        result["emulator_startup_s"] = round(startup, 1)
-        return result
+        return {**result, **_arm_counts(endpoints, mark), "emulator_startup_s": round(startup, 1)}
     finally:
         emu.terminate()
         emu.wait(timeout=60)
@@ -167,11 +264,20 @@ def main() -> int:
     parser.add_argument("--lro-seconds", type=float, default=1.0, help="how long the emulator keeps a pool PUT Updating")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
     parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of audit-report-queue")
     parser.add_argument("--run", help=argparse.SUPPRESS)
+    parser.add_argument("--queue-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--queue-plan", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--endpoints", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
         child(args.run, args.endpoints, args.cap, args.concurrency)
+        return 0
+    if args.queue_worker:
+        queue_worker(args.endpoints, args.concurrency)
+        return 0
+    if args.queue_plan:
+        queue_plan(args.endpoints, args.concurrency)
         return 0
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = set(variants) - set(VARIANTS)
@@ -188,8 +294,8 @@ def main() -> int:
     path.write_text(yaml.safe_dump(scenario))
     results = {"fleet": {"subscriptions": args.subscriptions, "clusters": args.subscriptions * args.clusters,
                          "pools": args.subscriptions * args.clusters * args.pools},
-               "latency_ms": args.latency_ms, "concurrency": args.concurrency, "cap": args.cap, "lro_seconds": args.lro_seconds,
-               "cpus": os.cpu_count(), "variants": {}}
+               "latency_ms": args.latency_ms, "concurrency": args.concurrency, "queue_workers": args.workers, "cap": args.cap,
+               "lro_seconds": args.lro_seconds, "cpus": os.cpu_count(), "load_average": os.getloadavg(), "variants": {}}
     for variant in variants:
         print(f"running {variant} ...", file=sys.stderr, flush=True)
         results["variants"][variant] = run_variant(variant, path, args)

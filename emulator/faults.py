@@ -24,6 +24,12 @@ class FaultRule:
     after_handler: bool = False  # True: the request IS processed, then its answer is replaced or lost (a lost response)
     error_code: str = ""  # the error body's code (default: one per status, in the service's style: ARM's or ACR's)
     error_message: str = ""  # the error body's message (default: names the fault and the endpoint class)
+    headers: dict[str, str] = field(default_factory=dict)  # sent with an injected error (e.g. a WWW-Authenticate elsewhere)
+    # Applied to every matching answer (no draw): the service's own slowness and oddities.
+    latency_after_ms: float = 0.0  # the request is processed, then its answer takes this long (a slow answer)
+    strip_fields: tuple[str, ...] = ()  # dotted paths removed from a JSON answer (e.g. properties.loginServer)
+    set_headers: dict[str, str] = field(default_factory=dict)  # headers added to the answer (e.g. a Link to another host)
+    body_bytes: int = 0  # > 0: a 200 answer's body is replaced by this many bytes, chunked, no Content-Length (a huge blob)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FaultRule:
@@ -32,7 +38,7 @@ class FaultRule:
         if unknown:
             raise ValueError(f"unknown fault rule keys {sorted(unknown)}; known: {sorted(known)}")
         data = dict(raw)
-        for key in ("statuses", "methods"):
+        for key in ("statuses", "methods", "strip_fields"):
             if key in data:
                 data[key] = tuple(data[key])
         rule = cls(**data)
@@ -53,6 +59,15 @@ class FaultDecision:
     after_handler: bool = False  # apply status/drop to the answer of a request that was processed
     error_code: str = ""
     error_message: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    latency_after_s: float = 0.0
+    strip_fields: tuple[str, ...] = ()
+    set_headers: dict[str, str] = field(default_factory=dict)
+    body_bytes: int = 0
+
+    @property
+    def rewrites(self) -> bool:
+        return bool(self.latency_after_s or self.strip_fields or self.set_headers or self.body_bytes)
 
 
 @dataclass
@@ -90,6 +105,10 @@ class FaultPlan:
             key = f"{base}|{self._seen[base]}"
         for rule in rules:
             decision.latency_s += rule.latency_ms / 1000.0
+            decision.latency_after_s += rule.latency_after_ms / 1000.0
+            decision.strip_fields += rule.strip_fields
+            decision.set_headers.update(rule.set_headers)
+            decision.body_bytes = max(decision.body_bytes, rule.body_bytes)
             if decision.status is None and not decision.drop:
                 if rule.drop_rate and self._draw(key, f"drop:{rule.match}") < rule.drop_rate:
                     decision.drop = True
@@ -100,4 +119,42 @@ class FaultPlan:
                     decision.retry_after = rule.retry_after if decision.status in (429, 503) else None
                     decision.after_handler = rule.after_handler
                     decision.error_code, decision.error_message = rule.error_code, rule.error_message
+                    decision.headers = dict(rule.headers)
         return decision
+
+
+def strip_json(body: Any, paths: tuple[str, ...]) -> Any:
+    """`body` without the dotted `paths` (missing ones are ignored)."""
+    for path in paths:
+        *parents, leaf = path.split(".")
+        node = body
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return body
+
+
+class BlackHole:
+    """A TCP endpoint that accepts connections (the kernel's backlog) and never answers: a black-holed service.
+
+    `with BlackHole() as hole: hole.url` → https://127.0.0.1:PORT. Loopback only.
+    """
+
+    def __init__(self) -> None:
+        import socket
+
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(256)
+        self.port = self._sock.getsockname()[1]
+        self.url = f"https://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> BlackHole:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

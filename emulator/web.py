@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .faults import FaultDecision, FaultPlan
+from .faults import FaultDecision, FaultPlan, strip_json
 from .model import World
 from .tokens import TokenAuthority
 
@@ -60,7 +60,7 @@ ACR_FAULT_CODES = {400: "UNSUPPORTED", 401: "UNAUTHORIZED", 403: "DENIED", 404: 
 def fault_response(decision: FaultDecision, endpoint_class: str, error_style: str) -> web.Response:
     """The error answer of an injected fault: ARM's `{"error": {...}}` or ACR's `{"errors": [...]}`, any status."""
     assert decision.status is not None
-    headers = {}
+    headers = dict(decision.headers)
     if decision.retry_after is not None:
         headers["Retry-After"] = str(int(decision.retry_after)) if decision.retry_after >= 1 else f"{decision.retry_after:g}"
     message = decision.error_message or f"emulator fault injection ({endpoint_class})"
@@ -115,6 +115,33 @@ def logged_body(raw: bytes, content_type: str) -> str | None:
     return text + (f"… <{len(raw)} bytes>" if len(raw) > MAX_LOGGED_BODY else "")
 
 
+async def _rewrite(request: web.Request, resp: web.StreamResponse, decision: FaultDecision) -> web.StreamResponse:
+    """Apply the answer-shaping faults: a slow answer, fields stripped from JSON, extra headers, a huge body."""
+    if decision.latency_after_s:
+        await asyncio.sleep(decision.latency_after_s)
+    if decision.strip_fields and isinstance(resp, web.Response) and resp.body and "json" in (resp.content_type or ""):
+        body = strip_json(json.loads(resp.body), decision.strip_fields)
+        resp = json_response(resp.status, body, {k: v for k, v in resp.headers.items() if k.lower() not in ("content-length",
+                                                                                                         "content-type")})
+    for key, value in decision.set_headers.items():
+        resp.headers[key] = value
+    if decision.body_bytes and resp.status == 200:
+        huge = web.StreamResponse(status=200, headers={"Content-Type": "application/octet-stream"})
+        huge.enable_chunked_encoding()
+        await huge.prepare(request)
+        chunk = b"{" + b" " * (64 * 1024 - 1)
+        sent = 0
+        try:
+            while sent < decision.body_bytes:
+                await huge.write(chunk[: decision.body_bytes - sent])
+                sent += len(chunk)
+            await huge.write_eof()
+        except (ConnectionResetError, RuntimeError):
+            pass  # the client stopped reading (what a capped reader does)
+        return huge
+    return resp
+
+
 Classifier = Callable[[web.Request], str]
 
 
@@ -147,6 +174,8 @@ def service_middleware(ctx: Context, classify: Classifier, host: str = "", error
                 status = exc.status
                 raise
             status = resp.status
+            if decision is not None and decision.rewrites:
+                resp = await _rewrite(request, resp, decision)
             if decision is not None and decision.after_handler and (decision.drop or decision.status is not None):
                 # the request was processed; its answer is lost on the way back (the client cannot tell what happened)
                 status = -1 if decision.drop else status

@@ -1,4 +1,5 @@
-"""Structured log lines: one JSON object per outcome, never a credential."""
+"""Structured log lines: one JSON object per outcome, its fields also as log record attributes (Application Insights
+customDimensions); never a credential."""
 
 from __future__ import annotations
 
@@ -21,7 +22,39 @@ def quiet_sdk_loggers(env: dict[str, str] | None = None) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+# Attributes a LogRecord already has (or `extra` may not set): a field with one of these names is logged as `field.NAME`.
+RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def dimensions(payload: dict[str, Any]) -> dict[str, str | int | float | bool]:
+    """Flat, typed attributes for a payload, as OpenTelemetry log record attributes (Application Insights customDimensions).
+
+    Scalars stay as they are; a mapping becomes one attribute per key (`by_state.compliant`), so every count is its own
+    column in KQL; anything else (lists, objects) is JSON text, which KQL reads back with `parse_json`.
+    """
+    flat: dict[str, str | int | float | bool] = {}
+
+    def put(key: str, value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, dict):
+            for sub, item in value.items():
+                put(f"{key}.{sub}", item)
+        elif isinstance(value, (str, bool, int, float)):
+            flat[f"field.{key}" if key in RESERVED else key] = value
+        else:
+            flat[f"field.{key}" if key in RESERVED else key] = json.dumps(value, default=str)
+
+    for key, value in payload.items():
+        put(key, value)
+    return flat
+
+
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log `event` with its fields as one JSON line (also attached as `extra` for Application Insights)."""
+    """Log `event` with its fields: one JSON line as the message, and each field as a log record attribute.
+
+    With telemetry on (shared.telemetry), OpenTelemetry's logging handler exports the record's attributes, which
+    Application Insights shows as customDimensions (`customDimensions.outcome`, `customDimensions["by_state.error"]`).
+    """
     payload = {"event": event, **{k: v for k, v in fields.items() if v is not None}}
-    logger.log(level, json.dumps(payload, default=str, sort_keys=False), extra={"custom_dimensions": payload})
+    logger.log(level, json.dumps(payload, default=str, sort_keys=False), extra=dimensions(payload))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
+Text = str  # `Env.str` shadows the builtin inside the class body
 
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 CONTAINER_NAME_RE = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")  # Azure's blob container naming rules
@@ -25,37 +26,37 @@ class SettingsError(ValueError):
 class Env:
     """Typed access to a settings mapping (os.environ by default)."""
 
-    def __init__(self, source: Mapping[str, str] | None = None) -> None:
+    def __init__(self, source: Mapping[Text, Text] | None = None) -> None:
         self.source = os.environ if source is None else source
 
-    def is_set(self, name: str) -> bool:
+    def is_set(self, name: Text) -> bool:
         """Whether the setting is present at all (an empty value counts: it may mean "none")."""
         return self.source.get(name) is not None
 
-    def raw(self, name: str) -> str | None:
+    def raw(self, name: Text) -> Text | None:
         value = self.source.get(name)
         if value is None:
             return None
         value = value.strip()
         return value or None
 
-    def str(self, name: str, default: str | None = None) -> str | None:
+    def str(self, name: Text, default: Text | None = None) -> Text | None:
         value = self.raw(name)
         return default if value is None else value
 
-    def required(self, name: str, hint: str) -> str:
+    def required(self, name: Text, hint: Text) -> Text:
         value = self.raw(name)
         if value is None:
             raise SettingsError(name, f"is required: {hint}")
         return value
 
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+    def choice(self, name: Text, choices: tuple[Text, ...], default: Text) -> Text:
         value = (self.raw(name) or default).lower()
         if value not in choices:
             raise SettingsError(name, f"{value!r} is not one of {', '.join(choices)}")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: Text, default: bool) -> bool:
         value = self.raw(name)
         if value is None:
             return default
@@ -66,7 +67,7 @@ class Env:
             return False
         raise SettingsError(name, f"{value!r} is not a boolean (use true or false)")
 
-    def number(self, name: str, default: T, parse: Callable[[str], T], minimum: float | None = None,
+    def number(self, name: Text, default: T, parse: Callable[[Text], T], minimum: float | None = None,
                maximum: float | None = None) -> T:
         value = self.raw(name)
         if value is None:
@@ -81,7 +82,7 @@ class Env:
             raise SettingsError(name, f"{value} is above the maximum {maximum}")
         return parsed
 
-    def container_name(self, name: str, default: str) -> str:
+    def container_name(self, name: Text, default: Text) -> Text:
         """A blob container name: 3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit."""
         value = self.str(name, default) or default
         if not CONTAINER_NAME_RE.fullmatch(value):
@@ -89,7 +90,7 @@ class Env:
                                       "hyphens, starting and ending with a letter or digit)")
         return value
 
-    def list(self, name: str) -> list[str]:
+    def list(self, name: Text) -> list[Text]:
         """A comma, semicolon or newline separated list; empty when unset."""
         value = self.raw(name)
         if value is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .settings import Env, SettingsError
 
@@ -16,6 +16,31 @@ SETTING = "AzureWebJobsStorage"
 _lock = threading.Lock()
 _clients: dict[str, BlobServiceClient] = {}
 _queue_services: dict[str, QueueServiceClient] = {}
+
+
+def _client_kwargs() -> dict[str, Any]:
+    """Explicit timeouts, a short retry (storage's own policy: a black-holed account fails in seconds, not minutes), a pool
+    for the instance's concurrent invocations, and every attempt capped by the invocation's deadline (shared/deadline.py)."""
+    from .azure_clients import STORAGE_PROFILE, client_kwargs
+
+    kwargs = client_kwargs(STORAGE_PROFILE)
+    kwargs["retry_policy"] = _deadline_retry(STORAGE_PROFILE.retry_total)
+    return kwargs
+
+
+def _deadline_retry(retry_total: int) -> Any:
+    """Storage's own exponential retry (1 s, 3 s, ±1 s), its waits cut to what is left of the invocation's deadline."""
+    from azure.storage.blob import ExponentialRetry
+
+    from .deadline import current
+
+    class DeadlineExponentialRetry(ExponentialRetry):
+        def get_backoff_time(self, settings: dict[str, Any]) -> float:
+            backoff = super().get_backoff_time(settings)
+            deadline = current()
+            return deadline.cap(backoff) if deadline is not None else backoff
+
+    return DeadlineExponentialRetry(initial_backoff=1, increment_base=2, retry_total=retry_total, random_jitter_range=1)
 
 
 def configured(source: Mapping[str, str] | None = None) -> bool:
@@ -53,13 +78,14 @@ def blob_service_client(source: Mapping[str, str] | None = None) -> BlobServiceC
                 if "AccountName=" not in conn and "UseDevelopmentStorage" not in conn and "BlobEndpoint=" not in conn:
                     raise SettingsError(SETTING, "is not a storage connection string (expected AccountName=…;AccountKey=… or BlobEndpoint=…)")
                 try:
-                    client = BlobServiceClient.from_connection_string(conn)
+                    client = BlobServiceClient.from_connection_string(conn, **_client_kwargs())
                 except ValueError as exc:
                     raise SettingsError(SETTING, f"is not a valid storage connection string: {exc}") from None
             else:
                 from .azure_clients import credential
 
-                client = BlobServiceClient(account_url=uri, credential=credential())
+                assert uri is not None  # key is conn or uri, and conn is None here
+                client = BlobServiceClient(account_url=uri, credential=credential(), **_client_kwargs())
             _clients[key] = client
         return client
 

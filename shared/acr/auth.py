@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy
 from azure.core.rest import HttpRequest
 
+log = logging.getLogger("autopilot.acr")
 REFRESH_MARGIN_SECONDS = 300.0  # renew a token this long before its exp (ACR tokens live 75 min to 3 h)
 FALLBACK_TTL_SECONDS = 600.0  # a token whose exp we cannot read is trusted this long
 
@@ -138,8 +140,18 @@ class AcrTokenProvider:
         self.cache = cache
 
     def _origin(self, challenge: Challenge) -> str:
-        realm = challenge.realm
-        return realm[: -len("/oauth2/token")] if realm.endswith("/oauth2/token") else f"https://{self.login_server}"
+        """Where the token endpoints are: always the login server itself (a realm elsewhere never gets our AAD token)."""
+        return f"https://{self.login_server}"
+
+    def _trusted(self, challenge: Challenge | None) -> Challenge | None:
+        """The challenge if its realm is on the login server; None (ignored, logged) if it names another host."""
+        if challenge is None:
+            return None
+        if urlsplit(challenge.realm).netloc.lower() != self.login_server.lower():
+            log.warning("registry %s sent a WWW-Authenticate realm on another host (%s): ignored, no token goes there",
+                        self.login_server, urlsplit(challenge.realm).netloc)
+            return None
+        return challenge
 
     def _post_form(self, url: str, form: dict[str, str]) -> dict[str, Any]:
         request = HttpRequest("POST", url, content=urlencode(form), headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -160,7 +172,7 @@ class AcrTokenProvider:
     def _discover(self) -> Challenge | None:
         """One `GET /v2/` to read the registry's challenge (only when the well-known realm was refused)."""
         response = self._send(HttpRequest("GET", f"https://{self.login_server}/v2/"))
-        challenge = Challenge.parse(response.headers.get("WWW-Authenticate"))
+        challenge = self._trusted(Challenge.parse(response.headers.get("WWW-Authenticate")))
         if challenge is not None:
             self.cache.learn(self.login_server, challenge)
         return challenge
@@ -226,7 +238,7 @@ class AcrTokenProvider:
     def invalidate(self, scope: str, challenge_header: str | None) -> None:
         """After a 401 on a data call: forget the access token; learn the challenge if the registry sent a different one."""
         self.cache.drop((self.login_server, scope))
-        challenge = Challenge.parse(challenge_header)
+        challenge = self._trusted(Challenge.parse(challenge_header))
         if challenge is not None and challenge != self.cache.challenge(self.login_server):
             self.cache.learn(self.login_server, challenge)
             self.cache.drop((self.login_server,))
@@ -245,6 +257,10 @@ class AcrAuthPolicy(HTTPPolicy):
     def send(self, request: PipelineRequest) -> PipelineResponse:
         scope = request.context.options.pop("acr_scope", None) or request.context.get("acr_scope")
         if not scope:
+            return self.next.send(request)
+        if urlsplit(request.http_request.url).netloc.lower() != self.provider.login_server.lower():
+            # A redirect, a next-page link or an operation location on another host: it gets no token of ours.
+            request.http_request.headers.pop("Authorization", None)
             return self.next.send(request)
         request.context["acr_scope"] = scope
         request.http_request.headers["Authorization"] = f"Bearer {self.provider.access_token(scope)}"

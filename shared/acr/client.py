@@ -7,10 +7,10 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from azure.core import PipelineClient
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
@@ -19,13 +19,12 @@ from azure.core.pipeline.policies import (
     HttpLoggingPolicy,
     RedirectPolicy,
     RequestIdPolicy,
-    RetryPolicy,
     SensitiveHeaderCleanupPolicy,
     UserAgentPolicy,
 )
-from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest, HttpResponse
 
+from ..azure_clients import ACR_PROFILE, HttpProfile, retry_policy, transport
 from ..mediatypes import MANIFEST_ACCEPT, STREAMING_ARTIFACT_TYPE
 from .auth import PROCESS_TOKEN_CACHE, AcrAuthPolicy, AcrTokenProvider, AuthError, TokenCache, repository_scope
 
@@ -74,7 +73,7 @@ class Operation:
 
     @classmethod
     def from_body(cls, body: dict[str, Any], op_id: str | None = None) -> Operation:
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        error: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
         code = body.get("errorCode") or body.get("code") or error.get("code")
         if not code and isinstance(body.get("details"), str):
             # the recorded operation body has no error field; the code is written into `details` ("… UNKNOWN_ERROR: …")
@@ -89,7 +88,55 @@ class Operation:
         )
 
 
-def _error_code(response: HttpResponse) -> str | None:
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # ACR refuses manifests over 4 MiB
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # an image config is a few KiB; 4 MiB is generous
+MAX_DOC_BYTES = 4 * 1024 * 1024  # referrers pages, operations, repository settings
+MAX_TOKEN_BYTES = 256 * 1024
+MAX_ERROR_BYTES = 64 * 1024
+CHUNK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A data-plane answer read within its byte cap: status, headers, body."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def host_of(url: str) -> str:
+    return (urlsplit(url).netloc or "").lower()
+
+
+def same_host(url: str, login_server: str) -> bool:
+    return host_of(url) == login_server.lower()
+
+
+def read_capped(response: HttpResponse, max_bytes: int, what: str) -> Answer:
+    """Read a streamed answer's body, at most `max_bytes` (Content-Length over it: refused before reading anything)."""
+    try:
+        declared = int(response.headers.get("Content-Length") or -1)
+        if declared > max_bytes:
+            raise AcrError(f"{what}: the answer is {declared} bytes, over the {max_bytes} byte cap", status=response.status_code,
+                           code="BODY_TOO_LARGE")
+        chunks: list[bytes] = []
+        total = 0
+        for chunk in response.iter_bytes(chunk_size=CHUNK_BYTES):
+            total += len(chunk)
+            if total > max_bytes:
+                raise AcrError(f"{what}: the answer is over the {max_bytes} byte cap (stopped reading)", status=response.status_code,
+                               code="BODY_TOO_LARGE")
+            chunks.append(chunk)
+        return Answer(response.status_code, response.headers, b"".join(chunks))
+    finally:
+        response.close()
+
+
+def _error_code(response: Answer) -> str | None:
     try:
         body = response.json()
         errors = body.get("errors") if isinstance(body, dict) else None
@@ -112,56 +159,58 @@ class AcrClient:
         timeout: float = 30.0,
         retry_total: int = 4,
         retry_backoff_factor: float = 0.4,
-        retry_backoff_max: int = 8,
+        retry_backoff_max: float = 8.0,
+        pool_size: int = POOL_SIZE,
     ) -> None:
         self.login_server = login_server.lower()
         self.base_url = f"https://{self.login_server}"
         self.timeout = timeout
         self.cache = token_cache or PROCESS_TOKEN_CACHE
-        transport = RequestsTransport(connection_timeout=min(timeout, 10.0), read_timeout=timeout)
-        transport.open()
-        if transport.session is not None:  # one pool per registry, sized for a busy instance (urllib3's default keeps 10)
-            for prefix in ("https://", "http://"):
-                adapter = transport.session.get_adapter(prefix)
-                adapter.init_poolmanager(connections=10, maxsize=POOL_SIZE, block=False)
-        retry = dict(retry_total=retry_total, retry_backoff_factor=retry_backoff_factor, retry_backoff_max=retry_backoff_max)
+        # one pool per registry, sized for a busy instance (urllib3's default keeps 10); timeouts and retries bounded by the
+        # invocation's deadline (shared/deadline.py)
+        self.profile = HttpProfile(connect_timeout=min(timeout, ACR_PROFILE.connect_timeout), read_timeout=timeout,
+                                   retry_total=retry_total, backoff_factor=retry_backoff_factor, backoff_max=retry_backoff_max,
+                                   retry_after_max=ACR_PROFILE.retry_after_max, pool_size=pool_size)
+        shared_transport = transport(self.profile)
         logging_policy = HttpLoggingPolicy()  # headers outside its allow-list (Authorization) and query values are redacted
         common = [RequestIdPolicy(), HeadersPolicy(), UserAgentPolicy(base_user_agent=USER_AGENT)]
         # The token endpoints: no auth policy, same retries; their bodies (which carry tokens) are never logged.
-        self._token_client = PipelineClient(
+        self._token_client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(
             self.base_url,
-            policies=[*common, RetryPolicy(**retry), logging_policy],
-            transport=transport,
+            policies=[*common, retry_policy(self.profile), logging_policy],
+            transport=shared_transport,
         )
         self.tokens = AcrTokenProvider(self.login_server, aad_token, self._send_token_request, self.cache)
-        self._client = PipelineClient(
+        self._client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(
             self.base_url,
             policies=[
                 *common,
                 RedirectPolicy(),  # blob reads may redirect to storage
-                RetryPolicy(**retry),
+                retry_policy(self.profile),
                 AcrAuthPolicy(self.tokens),
                 SensitiveHeaderCleanupPolicy(),  # drops Authorization when a redirect leaves the registry
                 logging_policy,
             ],
-            transport=transport,
+            transport=shared_transport,
         )
 
     # ----------------------------------------------------------------- plumbing
-    def _send_token_request(self, request: HttpRequest) -> HttpResponse:
+    def _send_token_request(self, request: HttpRequest) -> Answer:
+        if not same_host(request.url, self.login_server):
+            raise AcrError(f"{self.login_server}: refusing to send a token request to {host_of(request.url)!r}", code="FOREIGN_HOST")
         try:
-            response = self._token_client.send_request(request)
-            response.read()
-            return response
+            response = self._token_client.send_request(request, stream=True)
+            return read_capped(response, MAX_TOKEN_BYTES, "token response")
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise AcrError(f"{self.login_server}: token request failed: {type(exc).__name__}", transient=True) from None
 
     def _call(self, method: str, path: str, repository: str, *, ok: tuple[int, ...] = (200,), json_body: Any = None,
-              headers: dict[str, str] | None = None, **options: Any) -> HttpResponse:
+              headers: dict[str, str] | None = None, max_bytes: int = MAX_DOC_BYTES, **options: Any) -> Answer:
+        """One data-plane call; the answer's body is read up to `max_bytes` (more: BODY_TOO_LARGE, nothing more is read)."""
         request = HttpRequest(method, f"{self.base_url}{path}", json=json_body, headers=headers)
         try:
-            response = self._client.send_request(request, acr_scope=repository_scope(repository), **options)
-            response.read()
+            streamed = self._client.send_request(request, acr_scope=repository_scope(repository), stream=True, **options)
+            response = read_capped(streamed, max_bytes if streamed.status_code in ok else MAX_ERROR_BYTES, f"{method} {path}")
         except AuthError as exc:
             transient = exc.status is None or exc.status in TRANSIENT_STATUSES
             raise AcrError(str(exc), status=exc.status, code="AUTHENTICATION", transient=transient) from None
@@ -178,7 +227,7 @@ class AcrClient:
         return response
 
     @staticmethod
-    def _json(response: HttpResponse, what: str) -> Any:
+    def _json(response: Answer, what: str) -> Any:
         try:
             return response.json()
         except ValueError:
@@ -195,13 +244,21 @@ class AcrClient:
             manifests = body.get("manifests") if isinstance(body, dict) else None
             found.extend(m for m in manifests or [] if isinstance(m, dict) and m.get("artifactType") == artifact_type)
             link = response.headers.get("Link")
-            if found or not link or "<" not in link:
+            if found or not link or "<" not in link or ">" not in link:
                 break
-            path = link[link.index("<") + 1: link.index(">")]
+            target = link[link.index("<") + 1: link.index(">")]
+            if "://" in target:  # an absolute next-page URL: followed only on the registry itself (it gets our token)
+                if not same_host(target, self.login_server):
+                    raise AcrError(f"referrers: the next page is on another host ({host_of(target)!r}); not following it",
+                                   code="FOREIGN_HOST")
+                target = target.split("://", 1)[1]
+                target = target[target.find("/"):] if "/" in target else "/"
+            path = target
         return found
 
     def manifest(self, repository: str, reference: str) -> ManifestDoc:
-        response = self._call("GET", f"/v2/{repository}/manifests/{reference}", repository, headers={"Accept": MANIFEST_ACCEPT})
+        response = self._call("GET", f"/v2/{repository}/manifests/{reference}", repository, headers={"Accept": MANIFEST_ACCEPT},
+                              max_bytes=MAX_MANIFEST_BYTES)
         raw = response.content
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         if reference.startswith("sha256:") and digest != reference:
@@ -212,11 +269,20 @@ class AcrClient:
         media_type = doc.get("mediaType") or (response.headers.get("Content-Type") or "").split(";")[0].strip()
         return ManifestDoc(digest=response.headers.get("Docker-Content-Digest") or digest, media_type=media_type, doc=doc, size=len(raw))
 
-    def blob_json(self, repository: str, digest: str, max_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
-        response = self._call("GET", f"/v2/{repository}/blobs/{digest}", repository)
+    def blob_json(self, repository: str, digest: str, max_bytes: int = MAX_CONFIG_BYTES, size: int | None = None) -> dict[str, Any]:
+        """A small JSON blob (an image config). `size` is the descriptor's: over `max_bytes` it is refused without a request;
+        the body is read up to `max_bytes` whatever the descriptor or Content-Length said."""
+        if size is not None and size > max_bytes:
+            raise AcrError(f"blob {digest}: its descriptor says {size} bytes, more than a config should be (at most {max_bytes})",
+                           status=None, code="BLOB_TOO_LARGE")
+        try:
+            response = self._call("GET", f"/v2/{repository}/blobs/{digest}", repository, max_bytes=max_bytes)
+        except AcrError as exc:
+            if exc.code == "BODY_TOO_LARGE":
+                raise AcrError(f"blob {digest} is more than {max_bytes} bytes, more than a config should be", status=exc.status,
+                               code="BLOB_TOO_LARGE") from None
+            raise
         raw = response.content
-        if len(raw) > max_bytes:
-            raise AcrError(f"blob {digest} is {len(raw)} bytes, more than a config should be", status=200, code="BLOB_TOO_LARGE")
         if "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
             raise AcrError(f"blob {repository}@{digest}: content does not match its digest", status=200, code="DIGEST_INVALID")
         try:

@@ -8,10 +8,10 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
-from azure.core.rest import HttpRequest, HttpResponse
+from azure.core.rest import HttpRequest
 
 from .auth import AuthError
-from .client import TRANSIENT_STATUSES, AcrClient, AcrError, _error_code
+from .client import MAX_DOC_BYTES, MAX_ERROR_BYTES, TRANSIENT_STATUSES, AcrClient, AcrError, Answer, _error_code, read_capped
 
 CATALOG_SCOPE = "registry:catalog:*"
 MAX_PAGES = 100_000  # a registry answering Link headers forever is a bug, not a reason to loop forever
@@ -70,12 +70,13 @@ class ManifestAttributes:
         )
 
 
-def _send(acr: AcrClient, path: str, scope: str) -> HttpResponse:
-    """GET on the client's pipeline (retries with Retry-After, token cache) with an explicit token scope."""
+def _send(acr: AcrClient, path: str, scope: str) -> Answer:
+    """GET on the client's pipeline (retries with Retry-After, token cache) with an explicit token scope; the answer is read
+    within MAX_DOC_BYTES, as every registry answer is."""
     request = HttpRequest("GET", f"{acr.base_url}{path}")
     try:
-        response = acr._client.send_request(request, acr_scope=scope)
-        response.read()
+        streamed = acr._client.send_request(request, acr_scope=scope, stream=True)
+        response = read_capped(streamed, MAX_DOC_BYTES if streamed.status_code == 200 else MAX_ERROR_BYTES, f"GET {path}")
     except AuthError as exc:
         transient = exc.status is None or exc.status in TRANSIENT_STATUSES
         raise AcrError(str(exc), status=exc.status, code="AUTHENTICATION", transient=transient) from None
@@ -88,7 +89,7 @@ def _send(acr: AcrClient, path: str, scope: str) -> HttpResponse:
     return response
 
 
-def _body(response: HttpResponse, what: str) -> dict[str, Any]:
+def _body(response: Answer, what: str) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
@@ -98,7 +99,7 @@ def _body(response: HttpResponse, what: str) -> dict[str, Any]:
     return body
 
 
-def _next_last(response: HttpResponse) -> str | None:
+def _next_last(response: Answer) -> str | None:
     """The `last` cursor of the Link header's next page (docker distribution paging), or None when this was the last page."""
     link = response.headers.get("Link") or ""
     if "<" not in link or ">" not in link:

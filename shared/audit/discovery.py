@@ -1,19 +1,29 @@
-"""Discovery: a plan of work items (subscriptions), then clusters and pools through the mgmt SDKs, concurrent with a bound."""
+"""Discovery: a plan of work items (subscriptions), then each item's clusters and pools read from ARM as plain JSON pages."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core.exceptions import (
     AzureError,
+    ClientAuthenticationError,
     DeserializationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    map_error,
 )
+from azure.core.paging import ItemPaged
+from azure.core.rest import HttpRequest
+from azure.mgmt.core.exceptions import ARMErrorFormat
 
 from shared import azure_clients
 from shared.azure_clients import describe_error, wire_text
@@ -27,6 +37,13 @@ log = logging.getLogger("autopilot.audit.discovery")
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 # What Azure (or the way to it) can answer: HTTP errors, connection trouble, bodies the SDK cannot read.
 SDK_ERRORS = (AzureError, DeserializationError)
+_ERROR_MAP = {401: ClientAuthenticationError, 404: ResourceNotFoundError, 409: ResourceExistsError}
+CLUSTERS_PATH = "/subscriptions/{sub}/providers/Microsoft.ContainerService/managedClusters"
+POOLS_PATH = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerService/managedClusters/{cluster}/agentPools"
+
+
+class UntrustedLinkError(AzureError):
+    """A list page's nextLink points away from the ARM endpoint: it would carry the identity's token elsewhere."""
 
 
 def resource_group_of(resource_id: str | None) -> str:
@@ -47,18 +64,23 @@ def in_shard(subscription_id: str, shard: tuple[int, int]) -> bool:
 
 
 class Clients:
-    """The run's management clients: one shared HTTP session (pooled connections), one AKS client per subscription."""
+    """The run's management clients: one transport (pooled connections sized to the concurrency, the ARM profile's
+    timeouts, every attempt capped to the applied deadline) shared by the reader and one AKS client per subscription."""
 
     def __init__(self, azure: AzureSettings, concurrency: int) -> None:
         import requests
-        from azure.core.pipeline.transport import RequestsTransport
 
         self.azure = azure
-        self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(10, concurrency + 4))
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
-        self._transport_kwargs = {"transport": RequestsTransport(session=self.session, session_owner=False)}
+        self.profile = azure_clients.ARM_PROFILE.sized(concurrency + 4)
+        self.transport = azure_clients.transport(self.profile)
+        self.transport.open()
+        # What requests would look up in the environment on every request (proxies, no_proxy, netrc, the CA bundle) is
+        # looked up once: per request it cost more CPU than the rest of a list page's client-side work.
+        session = self.transport.session
+        session.trust_env = False
+        session.proxies = requests.utils.get_environ_proxies(azure.arm_endpoint)
+        self.transport.connection_config.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._transport_kwargs = {"transport": self.transport, "profile": self.profile}
         self._aks: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -73,12 +95,20 @@ class Clients:
                 self._aks[subscription_id] = client
             return client
 
+    def reader(self) -> Any:
+        """One AKS client for every list page of the run: `send_request` takes the path as given, so the client's own
+        subscription does not matter, and building one client (its serializer over every model) per subscription would
+        cost more CPU than a subscription's pages."""
+        return self.aks("00000000-0000-0000-0000-000000000000")
+
     def close(self) -> None:
-        self.session.close()
+        self.transport.close()
 
 
 @dataclass
 class ClusterInfo:
+    """What the rules need of a cluster (from a listing page or an SDK model)."""
+
     subscription_id: str
     subscription_name: str
     resource_group: str
@@ -87,15 +117,11 @@ class ClusterInfo:
     provisioning_state: str | None
     power_state: str | None
     tags: dict[str, str]
-    profiles: list[Any] | None = None  # the cluster listing's agentPoolProfiles (used when AUTOPILOT_AUDIT_POOL_SOURCE=cluster)
+    profiles: list[dict[str, Any]] | None = None  # the listing's agentPoolProfiles (AUTOPILOT_AUDIT_POOL_SOURCE=cluster)
 
-
-@dataclass
-class Discovery:
-    work: list[WorkItem]
-    pools: list[PoolRecord] = field(default_factory=list)
-    errors: list[ReportRow] = field(default_factory=list)  # subscriptions or clusters that could not be read
-    clusters: int = 0
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.subscription_id, self.resource_group.lower(), self.name.lower())
 
 
 def plan(settings: AuditSettings, clients: Clients) -> tuple[list[WorkItem], list[ReportRow]]:
@@ -133,8 +159,79 @@ def error_row(subscription_id: str, resource_group: str, cluster: str, message: 
     )
 
 
+# ---------------------------------------------------------------------------------------------- plain JSON list pages
+
+
+def json_pages(client: Any, path: str, arm_endpoint: str) -> Iterator[dict[str, Any]]:
+    """The items of every page of an ARM list, through the SDK client's own pipeline (auth, retries, logging) as plain JSON.
+
+    Paging is azure-core's (`ItemPaged` by page, following `nextLink` with the client's api-version, as the generated
+    operations do); a nextLink on another host than the ARM endpoint is refused before any token could follow it.
+    """
+    api_version = client._config.api_version  # the version the SDK models (and the remediation's GET/PUT) speak
+    arm_host = urllib.parse.urlsplit(arm_endpoint).netloc.lower()
+
+    def get_next(next_link: str | None = None) -> Any:
+        if next_link is None:
+            request = HttpRequest("GET", path, params={"api-version": api_version})
+        else:
+            parsed = urllib.parse.urlsplit(next_link)
+            if parsed.netloc.lower() != arm_host or parsed.scheme != "https":
+                raise UntrustedLinkError(f"nextLink {parsed.scheme}://{parsed.netloc} is not the ARM endpoint {arm_host}; not followed")
+            params = {k: v for k, v in urllib.parse.parse_qs(parsed.query).items()}
+            params["api-version"] = [api_version]
+            request = HttpRequest("GET", urllib.parse.urljoin(next_link, parsed.path), params=params)
+        response = client.send_request(request)
+        if response.status_code != 200:
+            map_error(status_code=response.status_code, response=response, error_map=_ERROR_MAP)
+            raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+        return response
+
+    def extract(response: Any) -> tuple[str | None, Iterator[dict[str, Any]]]:
+        try:
+            body = json.loads(response.content)
+            value = list(body.get("value") or [])
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise DeserializationError(f"list page is not the JSON ARM sends: {exc}") from None
+        return body.get("nextLink") or None, iter(value)
+
+    pages: Iterator[Iterator[dict[str, Any]]] = ItemPaged(get_next, extract).by_page()
+    for page in pages:
+        yield from page
+
+
+def cluster_from_json(item: WorkItem, raw: dict[str, Any], with_profiles: bool) -> ClusterInfo:
+    props = raw.get("properties") or {}
+    power = props.get("powerState") or {}
+    return ClusterInfo(
+        subscription_id=item.subscription_id, subscription_name=item.display_name,
+        resource_group=resource_group_of(raw.get("id")), name=str(raw.get("name") or ""),
+        kubernetes_version=props.get("currentKubernetesVersion") or props.get("kubernetesVersion"),
+        provisioning_state=props.get("provisioningState"), power_state=power.get("code"), tags=dict(raw.get("tags") or {}),
+        profiles=list(props.get("agentPoolProfiles") or []) if with_profiles else None,
+    )
+
+
+def pool_from_json(cluster: ClusterInfo, raw: dict[str, Any]) -> PoolRecord:
+    """Facts from an agent pool resource (`{name, properties}`) or a cluster listing's flat agentPoolProfiles entry."""
+    props = raw.get("properties")
+    if not isinstance(props, dict):
+        props = raw
+    profile = props.get("artifactStreamingProfile")
+    return PoolRecord(
+        subscription_id=cluster.subscription_id, subscription_name=cluster.subscription_name,
+        resource_group=cluster.resource_group, cluster=cluster.name, pool=str(raw.get("name") or ""),
+        os_type=props.get("osType"), os_sku=props.get("osSKU"),
+        kubernetes_version=props.get("currentOrchestratorVersion") or props.get("orchestratorVersion") or cluster.kubernetes_version,
+        provisioning_state=props.get("provisioningState"), power_state=(props.get("powerState") or {}).get("code"),
+        streaming_enabled=None if profile is None else profile.get("enabled"), workload_runtime=props.get("workloadRuntime"),
+        pool_tags=props.get("tags") or {}, cluster_tags=cluster.tags, cluster_provisioning_state=cluster.provisioning_state,
+        cluster_power_state=cluster.power_state, etag=props.get("eTag"), vm_size=props.get("vmSize"),
+    )
+
+
 def pool_record(cluster: ClusterInfo, pool: Any) -> PoolRecord:
-    """Facts from an SDK AgentPool (and its cluster)."""
+    """Facts from an SDK AgentPool model (and its cluster): what a remediation reads right before it writes."""
     profile = getattr(pool, "artifact_streaming_profile", None)
     power = getattr(pool, "power_state", None)
     return PoolRecord(
@@ -155,64 +252,31 @@ def pool_record(cluster: ClusterInfo, pool: Any) -> PoolRecord:
         cluster_provisioning_state=cluster.provisioning_state,
         cluster_power_state=cluster.power_state,
         etag=pool.e_tag,
+        vm_size=wire_text(getattr(pool, "vm_size", None)),
     )
 
 
-def discover(settings: AuditSettings, clients: Clients, work: list[WorkItem], progress: Progress | None = None) -> Discovery:
-    """Clusters of every work item, then pools of every cluster; each phase runs at most `concurrency` requests at a time."""
-    result = Discovery(work=work)
-    done = [0]
-    lock = threading.Lock()
+def cluster_from_model(subscription_id: str, subscription_name: str, mc: Any) -> ClusterInfo:
+    """A ClusterInfo from an SDK ManagedCluster model."""
+    return ClusterInfo(
+        subscription_id=subscription_id, subscription_name=subscription_name, resource_group=resource_group_of(mc.id),
+        name=mc.name, kubernetes_version=mc.current_kubernetes_version or mc.kubernetes_version,
+        provisioning_state=wire_text(mc.provisioning_state), power_state=wire_text(getattr(mc.power_state, "code", None)),
+        tags=dict(mc.tags or {}),
+    )
 
-    def tick(phase: str, total: int) -> None:
-        with lock:
-            done[0] += 1
-            if progress:
-                progress(phase, done[0], total)
 
-    def list_clusters(item: WorkItem) -> list[ClusterInfo] | ReportRow:
-        try:
-            found = []
-            for mc in clients.aks(item.subscription_id).managed_clusters.list():
-                found.append(ClusterInfo(
-                    subscription_id=item.subscription_id, subscription_name=item.display_name,
-                    resource_group=resource_group_of(mc.id), name=mc.name,
-                    kubernetes_version=mc.current_kubernetes_version or mc.kubernetes_version,
-                    provisioning_state=wire_text(mc.provisioning_state),
-                    power_state=wire_text(getattr(mc.power_state, "code", None)), tags=dict(mc.tags or {}),
-                    profiles=list(mc.agent_pool_profiles or []) if settings.pool_source == "cluster" else None,
-                ))
-            return found
-        except SDK_ERRORS as exc:
-            return error_row(item.subscription_id, "", "", f"cannot list clusters: {describe_error(exc)}", item.display_name)
-        finally:
-            tick("subscriptions", len(work))
+def list_clusters(clients: Clients, item: WorkItem, with_profiles: bool) -> Iterator[ClusterInfo]:
+    client = clients.reader()
+    path = CLUSTERS_PATH.format(sub=urllib.parse.quote(item.subscription_id, safe=""))
+    for raw in json_pages(client, path, clients.azure.arm_endpoint):
+        yield cluster_from_json(item, raw, with_profiles)
 
-    def list_pools(cluster: ClusterInfo, total: int) -> list[PoolRecord] | ReportRow:
-        try:
-            pools = clients.aks(cluster.subscription_id).agent_pools.list(cluster.resource_group, cluster.name)
-            return [pool_record(cluster, p) for p in pools]
-        except SDK_ERRORS as exc:
-            return error_row(cluster.subscription_id, cluster.resource_group, cluster.name,
-                             f"cannot list node pools: {describe_error(exc)}", cluster.subscription_name)
-        finally:
-            tick("clusters", total)
 
-    with ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="audit-discovery") as pool:
-        clusters: list[ClusterInfo] = []
-        for outcome in pool.map(list_clusters, work):
-            if isinstance(outcome, ReportRow):
-                result.errors.append(outcome)
-            else:
-                clusters.extend(outcome)
-        result.clusters = len(clusters)
-        if settings.pool_source == "cluster":  # one request per subscription page instead of one per cluster
-            result.pools = [pool_record(c, p) for c in clusters for p in c.profiles or []]
-            return result
-        done[0] = 0
-        for outcome in pool.map(lambda c: list_pools(c, len(clusters)), clusters):
-            if isinstance(outcome, ReportRow):
-                result.errors.append(outcome)
-            else:
-                result.pools.extend(outcome)
-    return result
+def list_pools(clients: Clients, cluster: ClusterInfo) -> list[PoolRecord]:
+    if cluster.profiles is not None:
+        return [pool_from_json(cluster, p) for p in cluster.profiles]
+    client = clients.reader()
+    path = POOLS_PATH.format(sub=urllib.parse.quote(cluster.subscription_id, safe=""),
+                             rg=urllib.parse.quote(cluster.resource_group, safe=""), cluster=urllib.parse.quote(cluster.name, safe=""))
+    return [pool_from_json(cluster, raw) for raw in json_pages(client, path, clients.azure.arm_endpoint)]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, get_args
 
 # Pool states, in the order the report lists them. `error` is a subscription or cluster that could not be read.
-STATES = ("compliant", "remediable", "ineligible", "busy", "stopped", "excluded", "error")
+PoolState = Literal["compliant", "remediable", "ineligible", "busy", "stopped", "excluded", "error"]
+STATES: tuple[PoolState, ...] = get_args(PoolState)
 
 # Actions taken on a pool in one run.
 ACTION_NONE = "none"
@@ -24,6 +25,9 @@ class WorkItem:
 
     subscription_id: str
     display_name: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"subscription_id": self.subscription_id, "display_name": self.display_name}
 
 
 @dataclass
@@ -47,6 +51,7 @@ class PoolRecord:
     cluster_power_state: str | None = None
     etag: str | None = None
     subscription_name: str = ""
+    vm_size: str | None = None
 
     @property
     def cluster_id(self) -> str:
@@ -66,12 +71,12 @@ class PoolRecord:
 
 @dataclass(frozen=True)
 class Decision:
-    state: str  # one of STATES
+    state: PoolState
     reason: str
     rule: str  # the name of the rule that decided
 
 
-@dataclass
+@dataclass(slots=True)
 class ReportRow:
     subscription_id: str
     subscription_name: str
@@ -81,18 +86,22 @@ class ReportRow:
     os_type: str | None
     os_sku: str | None
     kubernetes_version: str | None
-    state: str
+    state: PoolState
     reason: str
     action: str = ACTION_NONE
     outcome: str = ""  # what the operation did (or the error), empty when nothing was attempted
     resource_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in ROW_FIELDS}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ReportRow:
-        return cls(**{k: raw.get(k) for k in cls.__dataclass_fields__})
+        values: dict[str, Any] = {k: raw.get(k) for k in ROW_FIELDS}
+        return cls(**values)
+
+
+ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ReportRow))
 
 
 @dataclass
@@ -137,7 +146,7 @@ class AuditReport:
     pending: list[PendingRemediation] = field(default_factory=list)
     locations: dict[str, str] = field(default_factory=dict)  # where the report was stored (json, markdown, latest...)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, rows: bool = True) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "started_at": self.started_at,
@@ -146,26 +155,43 @@ class AuditReport:
             "effective_mode": self.effective_mode,
             "note": self.note,
             "summary": self.summary.as_dict(),
-            "rows": [r.as_dict() for r in self.rows],
+            "rows": [r.as_dict() for r in self.rows] if rows else [],
             "pending": [p.as_dict() for p in self.pending],
         }
 
 
-def summarize(rows: list[ReportRow], failures: int = 0, stopped_early: str = "") -> Summary:
-    by_state = {s: 0 for s in STATES}
-    by_sub: dict[str, dict[str, int]] = {}
-    by_action: dict[str, int] = {}
-    for row in rows:
-        by_state[row.state] = by_state.get(row.state, 0) + 1
-        sub = by_sub.setdefault(row.subscription_id, {})
+class Tally:
+    """The summary's counts, taken row by row as the rows stream past (the rows need not be held)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_state: dict[str, int] = {s: 0 for s in STATES}
+        self.by_subscription: dict[str, dict[str, int]] = {}
+        self.by_action: dict[str, int] = {}
+        self.names: dict[str, str] = {}  # subscription id → display name, for the report's per-subscription table
+
+    def add(self, row: ReportRow) -> None:
+        self.total += 1
+        self.names[row.subscription_id] = row.subscription_name
+        self.by_state[row.state] = self.by_state.get(row.state, 0) + 1
+        sub = self.by_subscription.setdefault(row.subscription_id, {})
         sub[row.state] = sub.get(row.state, 0) + 1
-        by_action[row.action] = by_action.get(row.action, 0) + 1
-    return Summary(
-        total=len(rows),
-        by_state=by_state,
-        by_subscription=by_sub,
-        by_action=by_action,
-        remediations_started=by_action.get(ACTION_ENABLED, 0) + by_action.get(ACTION_STARTED, 0),
-        failures=failures,
-        stopped_early=stopped_early,
-    )
+        self.by_action[row.action] = self.by_action.get(row.action, 0) + 1
+
+    def summary(self, failures: int = 0, stopped_early: str = "") -> Summary:
+        return Summary(
+            total=self.total,
+            by_state=dict(self.by_state),
+            by_subscription={k: dict(v) for k, v in self.by_subscription.items()},
+            by_action=dict(self.by_action),
+            remediations_started=self.by_action.get(ACTION_ENABLED, 0) + self.by_action.get(ACTION_STARTED, 0),
+            failures=failures,
+            stopped_early=stopped_early,
+        )
+
+
+def summarize(rows: list[ReportRow], failures: int = 0, stopped_early: str = "") -> Summary:
+    tally = Tally()
+    for row in rows:
+        tally.add(row)
+    return tally.summary(failures, stopped_early)

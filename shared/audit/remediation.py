@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,18 +15,22 @@ from azure.core import MatchConditions
 from azure.core.exceptions import (
     ResourceExistsError,
     ResourceModifiedError,
+    ServiceRequestError,
+    ServiceResponseError,
 )
 
+from shared import azure_clients
 from shared.azure_clients import describe_error, wire_text
+from shared.deadline import MIN_ATTEMPT_SECONDS, Deadline, DeadlineExceeded
 
-from .discovery import SDK_ERRORS, Clients, ClusterInfo, pool_record
+from .discovery import SDK_ERRORS, Clients, cluster_from_model, pool_record
+from .items import Target
 from .model import (
     ACTION_ENABLED,
     ACTION_FAILED,
     ACTION_SKIPPED,
     ACTION_STARTED,
     PendingRemediation,
-    PoolRecord,
     ReportRow,
 )
 from .rules import classify
@@ -82,18 +85,18 @@ def _now() -> str:
 
 
 class Remediator:
-    def __init__(self, settings: AuditSettings, clients: Clients) -> None:
+    def __init__(self, settings: AuditSettings, clients: Clients, deadline: Deadline) -> None:
         self.settings = settings
         self.clients = clients
         self.guard = Guard(cap=settings.max_remediations, threshold=settings.failure_threshold)
         self.pending: list[PendingRemediation] = []
         self._lock = threading.Lock()
-        self.deadline = time.monotonic() + settings.run_budget_seconds
+        self.deadline = deadline  # the run's: no remediation starts after it, no request, retry wait or poll goes past it
 
-    def run(self, targets: list[tuple[PoolRecord, ReportRow]], progress: Callable[[str, int, int], None] | None = None
+    def run(self, targets: list[tuple[Target, ReportRow]], progress: Callable[[str, int, int], None] | None = None
             ) -> RemediationResult:
         """Remediate `targets` (remediable pools with their report rows): clusters in parallel, pools of a cluster in turn."""
-        by_cluster: dict[tuple[str, str, str], list[tuple[PoolRecord, ReportRow]]] = defaultdict(list)
+        by_cluster: dict[tuple[str, str, str], list[tuple[Target, ReportRow]]] = defaultdict(list)
         for record, row in targets:
             by_cluster[record.cluster_key].append((record, row))
         done = [0]
@@ -105,7 +108,11 @@ class Remediator:
                 if progress:
                     progress("remediation", done[0], total)
 
-        def work(items: list[tuple[PoolRecord, ReportRow]]) -> None:
+        def work(items: list[tuple[Target, ReportRow]]) -> None:
+            with self.deadline.applied():  # the deadline is per thread: applied in each cluster's worker
+                one_cluster(items)
+
+        def one_cluster(items: list[tuple[Target, ReportRow]]) -> None:
             blocked = ""
             for record, row in sorted(items, key=lambda it: it[0].pool):
                 if blocked:
@@ -124,15 +131,16 @@ class Remediator:
         return RemediationResult(pending=self.pending, failures=self.guard.failures, stopped_early=self.guard.stopped)
 
     # ----------------------------------------------------------------------------------------------------- one pool
-    def _fail(self, row: ReportRow, message: str) -> None:
+    def _fail(self, row: ReportRow, message: str) -> str | None:
+        """Record a failed remediation; returns None (nothing for the cluster's other pools to wait for)."""
         self.guard.fail()
         row.action, row.outcome = ACTION_FAILED, message
         log.warning("remediation of %s failed: %s", row.resource_id, message)
         return None
 
-    def _one(self, record: PoolRecord, row: ReportRow) -> str | None:
+    def _one(self, record: Target, row: ReportRow) -> str | None:
         """Remediate one pool. Returns why the cluster's other pools must wait (its operation still runs, or ARM said busy)."""
-        if time.monotonic() >= self.deadline:
+        if self.deadline.remaining() < MIN_ATTEMPT_SECONDS:
             row.action, row.outcome = ACTION_SKIPPED, (
                 f"run time budget of {self.settings.run_budget_seconds:g}s used (AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS); next run")
             return None
@@ -140,30 +148,19 @@ class Remediator:
         if refusal:
             row.action, row.outcome = ACTION_SKIPPED, refusal
             return None
-        client = self.clients.aks(record.subscription_id).agent_pools
-        cluster = ClusterInfo(record.subscription_id, record.subscription_name, record.resource_group, record.cluster,
-                              record.kubernetes_version, record.cluster_provisioning_state, record.cluster_power_state,
-                              record.cluster_tags)
         retried_412 = False
         while True:
-            try:
-                current = client.get(record.resource_group, record.cluster, record.pool)
-            except SDK_ERRORS as exc:
+            current, hold = self._reread(record, row)
+            if current is None:
                 self.guard.release()
-                return self._fail(row, f"GET failed: {describe_error(exc)}")
-            fresh = pool_record(cluster, current)
-            decision = classify(fresh, self.settings)
-            if decision.state != "remediable":
-                self.guard.release()
-                row.state, row.reason = decision.state, decision.reason
-                row.action, row.outcome = ACTION_SKIPPED, f"changed since discovery; now {decision.state}: not touched"
-                return None
+                return hold
+            lro_deadline = self.deadline.sooner(self.settings.lro_budget_seconds)
+            kwargs: dict[str, Any] = {"polling": _polling(lro_deadline, self.settings.poll_seconds),
+                                      "etag": current.e_tag, "match_condition": MatchConditions.IfNotModified}
             current.artifact_streaming_profile = _streaming_profile(True)
-            kwargs: dict[str, Any] = {"polling_interval": self.settings.poll_seconds}
-            if current.e_tag:
-                kwargs.update(etag=current.e_tag, match_condition=MatchConditions.IfNotModified)
             try:
-                poller = client.begin_create_or_update(record.resource_group, record.cluster, record.pool, current, **kwargs)
+                poller = self.clients.aks(record.subscription_id).agent_pools.begin_create_or_update(
+                    record.resource_group, record.cluster, record.pool, current, **kwargs)
             except ResourceModifiedError:
                 if retried_412:
                     self.guard.release()
@@ -178,13 +175,54 @@ class Remediator:
             except SDK_ERRORS as exc:
                 self.guard.release()
                 return self._fail(row, f"PUT refused: {describe_error(exc)}")
-            return self._wait(poller, record, row, retried_412)
+            return self._wait(poller, record, row, retried_412, lro_deadline)
 
-    def _wait(self, poller: Any, record: PoolRecord, row: ReportRow, retried_412: bool) -> str | None:
+    def _reread(self, record: Target, row: ReportRow) -> tuple[Any, str | None]:
+        """Right before a write, read again all the rules depend on: the cluster (tags, state, sibling pools) and the pool.
+
+        Returns the pool model to write, or (None, why the cluster's other pools wait) with the row saying why not.
+        """
+        client = self.clients.aks(record.subscription_id)
+        try:
+            mc = client.managed_clusters.get(record.resource_group, record.cluster)
+            current = client.agent_pools.get(record.resource_group, record.cluster, record.pool)
+        except SDK_ERRORS as exc:
+            self._fail(row, f"GET failed: {describe_error(exc)}")
+            return None, None
+        cluster = cluster_from_model(record.subscription_id, record.subscription_name, mc)
+        fresh = pool_record(cluster, current)
+        decision = classify(fresh, self.settings)
+        if decision.state != "remediable":
+            row.state, row.reason = decision.state, decision.reason
+            row.action, row.outcome = ACTION_SKIPPED, f"changed since discovery; now {decision.state}: not touched"
+            return None, None
+        sibling = next((p for p in mc.agent_pool_profiles or [] if p.name != record.pool
+                        and str(wire_text(p.provisioning_state) or "").lower() != "succeeded"), None)
+        if sibling is not None:
+            state = wire_text(sibling.provisioning_state)
+            wait = f"waiting: pool {sibling.name} in this cluster is {state} (one pool per cluster at a time); next run"
+            row.action, row.outcome = ACTION_SKIPPED, wait
+            return None, wait
+        if not current.e_tag:
+            row.state = "busy"
+            row.reason = "ARM returned the pool without an ETag: it is not written without a concurrency guard (If-Match)"
+            row.action, row.outcome = ACTION_SKIPPED, "not written: no ETag to make the PUT conditional; next run"
+            return None, None
+        return current, None
+
+    def _wait(self, poller: Any, record: Target, row: ReportRow, retried_412: bool, lro_deadline: Deadline) -> str | None:
         note = " (after one 412 re-read)" if retried_412 else ""
-        budget = max(0.0, min(self.settings.lro_budget_seconds, self.deadline - time.monotonic()))
-        poller.wait(timeout=budget)
-        if not poller.done():
+        budget = lro_deadline.remaining()
+        try:
+            poller.wait(timeout=budget + 1.0)  # the polling stops itself at the deadline; the second is for its last answer
+            result = poller.result(timeout=0) if poller.done() else None
+        except (ServiceRequestError, ServiceResponseError) as exc:  # the budget ended the polling, or the network failed
+            if lro_deadline.remaining() >= MIN_ATTEMPT_SECONDS:
+                return self._fail(row, f"operation status unknown: {describe_error(exc)}")
+            result = None
+        except SDK_ERRORS as exc:
+            return self._fail(row, f"operation failed: {describe_error(exc)}")
+        if result is None:
             row.action = ACTION_STARTED
             row.outcome = f"operation still running after {budget:.1f}s; verified next run{note}"
             with self._lock:
@@ -193,16 +231,33 @@ class Remediator:
                     resource_group=record.resource_group, cluster=record.cluster, pool=record.pool, started_at=_now(),
                 ))
             return f"waiting: pool {record.pool} in this cluster is still updating (one pool per cluster at a time); next run"
-        try:
-            result = poller.result()
-        except SDK_ERRORS as exc:
-            return self._fail(row, f"operation failed: {describe_error(exc)}")
         state = wire_text(getattr(result, "provisioning_state", None))
         profile = getattr(result, "artifact_streaming_profile", None)
         if str(state).lower() == "succeeded" and profile is not None and profile.enabled:
             row.action, row.outcome = ACTION_ENABLED, f"Succeeded{note}"
             return None
         return self._fail(row, f"operation ended {state}; streaming enabled = {getattr(profile, 'enabled', None)}")
+
+
+class LroBudgetSpent(DeadlineExceeded):
+    """The wait for one pool's operation reached its budget: the operation runs on in Azure, the next run verifies it."""
+
+
+def _polling(deadline: Deadline, interval: float) -> Any:
+    """ARM LRO polling (Retry-After honoured, capped) that ends at `deadline` instead of polling on in the background."""
+    base = type(azure_clients.arm_polling(deadline, interval))
+
+    class StopAtDeadline(base):  # type: ignore[misc,valid-type]
+        def _extract_delay(self) -> float:
+            if deadline.remaining() <= 0:
+                raise LroBudgetSpent(f"the operation's {deadline.budget:g} s budget is spent; it is left running")
+            return float(super()._extract_delay())
+
+        def update_status(self) -> None:
+            with deadline.applied():  # the poller runs on its own thread: its requests end inside the budget too
+                super().update_status()
+
+    return StopAtDeadline(timeout=interval)
 
 
 def _streaming_profile(enabled: bool) -> Any:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .model import Decision, PoolRecord
+from .model import Decision, PoolRecord, PoolState
 from .settings import AuditSettings, parse_version
 
 # A rule looks at a pool and returns a reason when it applies, None when it does not. The first rule that applies decides.
@@ -16,7 +17,7 @@ Check = Callable[[PoolRecord, AuditSettings], "str | None"]
 @dataclass(frozen=True)
 class Rule:
     name: str
-    state: str
+    state: PoolState
     check: Check
 
 
@@ -42,6 +43,26 @@ def _excluded_by_list(p: PoolRecord, s: AuditSettings) -> str | None:
 def _windows(p: PoolRecord, s: AuditSettings) -> str | None:
     if (p.os_type or "").lower() == "windows" or (p.os_sku or "").lower().startswith("windows"):
         return f"Windows node pool ({p.os_sku or p.os_type}): artifact streaming supports Linux only"
+    return None
+
+
+# Azure's Arm64 VM sizes (Ampere Altra: Dpsv5, Dpdsv5, Dplsv5, Epsv5, Bpsv2...; Cobalt 100: Dpsv6, Dpdsv6, Epdsv6...):
+# a lower-case `p` among the additive features after the vCPU count, e.g. Standard_D4ps_v5, Standard_E8pds_v6.
+_SIZE_FEATURES = re.compile(r"(?i:standard_)[A-Za-z]+\d+([a-z]*)_v\d+")
+
+
+def is_arm64_size(vm_size: str, extra: tuple[str, ...] = ()) -> bool:
+    """An Arm64 VM size: Azure's naming (a `p` feature letter) or a name or glob of AUTOPILOT_AUDIT_ARM64_VM_SIZES."""
+    match = _SIZE_FEATURES.fullmatch(vm_size.strip())
+    if match and "p" in match.group(1):
+        return True
+    lowered = vm_size.strip().lower()
+    return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in extra)
+
+
+def _arm64(p: PoolRecord, s: AuditSettings) -> str | None:
+    if p.vm_size and is_arm64_size(p.vm_size, s.arm64_vm_sizes):
+        return f"VM size {p.vm_size} is Arm64: artifact streaming does not support ARM64 node pools"
     return None
 
 
@@ -103,6 +124,7 @@ RULES: tuple[Rule, ...] = (
     Rule("exclude-tag", "excluded", _excluded_by_tag),
     Rule("exclude-list", "excluded", _excluded_by_list),
     Rule("windows", "ineligible", _windows),
+    Rule("arm64", "ineligible", _arm64),
     Rule("immutable-os", "ineligible", _immutable_os),
     Rule("kata-runtime", "ineligible", _kata),
     Rule("kubernetes-minimum", "ineligible", _old_kubernetes),

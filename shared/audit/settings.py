@@ -126,6 +126,7 @@ class AuditSettings:
     exclude_tag: ExcludeTag | None = field(default_factory=lambda: ExcludeTag("artifact-streaming", "off"))
     exclude: tuple[str, ...] = ()  # resource IDs or globs (case-insensitive) of clusters or pools
     unsupported_os_skus: tuple[str, ...] = DEFAULT_UNSUPPORTED_OS_SKUS
+    arm64_vm_sizes: tuple[str, ...] = ()  # more Arm64 VM sizes (names or globs) beyond those Azure's naming marks with `p`
     min_kubernetes: tuple[int, int] = (1, 25)
     concurrency: int = 8
     lro_budget_seconds: float = 120.0
@@ -134,6 +135,7 @@ class AuditSettings:
     container: str = DEFAULT_CONTAINER
     shard: tuple[int, int] = (0, 1)  # (index, count): this run audits the subscriptions whose stable hash % count == index
     publish_events: bool = True
+    fanout: bool = False  # true: the timer plans and queues the work items; queue-triggered workers audit them
     pool_source: str = "agentpools"  # agentpools: list each cluster's pools | cluster: the agentPoolProfiles of the cluster list
     topic: TopicSettings | None = None  # where outcome events go (AUTOPILOT_TOPIC_*); None: not published
     azure: AzureSettings = field(default_factory=AzureSettings)
@@ -171,6 +173,11 @@ class AuditSettings:
             skus = tuple(s for s in env.list("AUTOPILOT_AUDIT_UNSUPPORTED_OS_SKUS") if s.lower() != "none")
         else:
             skus = DEFAULT_UNSUPPORTED_OS_SKUS
+        arm64 = tuple(env.list("AUTOPILOT_AUDIT_ARM64_VM_SIZES"))
+        for entry in arm64:
+            if not re.fullmatch(r"[A-Za-z0-9_*?\[\]-]+", entry):
+                raise SettingsError("AUTOPILOT_AUDIT_ARM64_VM_SIZES",
+                                    f"{entry!r} is not a VM size or glob (e.g. Standard_D4ps_v5 or Standard_*p*_v7)")
         min_text = env.str("AUTOPILOT_AUDIT_MIN_KUBERNETES", DOCUMENTED_MIN_KUBERNETES) or DOCUMENTED_MIN_KUBERNETES
         min_version = parse_version(min_text)
         if min_version is None:
@@ -198,6 +205,7 @@ class AuditSettings:
             exclude_tag=exclude_tag,
             exclude=exclude,
             unsupported_os_skus=skus,
+            arm64_vm_sizes=arm64,
             min_kubernetes=min_version,
             concurrency=env.number("AUTOPILOT_AUDIT_CONCURRENCY", 8, int, minimum=1, maximum=64),
             lro_budget_seconds=env.number("AUTOPILOT_AUDIT_LRO_BUDGET_SECONDS", 120.0, float, minimum=0),
@@ -206,6 +214,7 @@ class AuditSettings:
             container=container,
             shard=(int(shard_match.group(1)), int(shard_match.group(2))),
             publish_events=env.bool("AUTOPILOT_AUDIT_PUBLISH_EVENTS", True),
+            fanout=env.bool("AUTOPILOT_AUDIT_FANOUT", False),
             pool_source=env.choice("AUTOPILOT_AUDIT_POOL_SOURCE", ("agentpools", "cluster"), "agentpools"),
             topic=TopicSettings.from_env(env),
             azure=AzureSettings.from_env(env),

@@ -53,6 +53,7 @@ class RegistryChecker:
         self.clock = clock
         self._cache: dict[str, tuple[float, RegistryInfo]] = {}
         self._clients: dict[str, Any] = {}
+        self._readers: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def _client(self, subscription_id: str) -> Any:
@@ -65,6 +66,10 @@ class RegistryChecker:
                 self._clients[subscription_id] = client
             return client
 
+    def _reading(self, key: str) -> threading.Lock:
+        with self._lock:
+            return self._readers.setdefault(key, threading.Lock())
+
     def info(self, ref: RegistryRef) -> RegistryInfo:
         key = ref.resource_id.lower()
         now = self.clock()
@@ -72,13 +77,18 @@ class RegistryChecker:
             hit = self._cache.get(key)
         if hit and hit[0] > now:
             return hit[1]
-        info = self._read(ref)
-        if info.error_code == AUTHENTICATION:
-            return info  # our credential failed: says nothing about the registry, ask ARM again next time
-        ttl = NEGATIVE_TTL_SECONDS if info.error_code else self.ttl
-        with self._lock:
-            self._cache[key] = (now + min(ttl, self.ttl), info)
-        return info
+        with self._reading(key):  # concurrent cold callers for one registry wait for one ARM read
+            with self._lock:
+                hit = self._cache.get(key)
+            if hit and hit[0] > self.clock():
+                return hit[1]
+            info = self._read(ref)
+            if info.error_code == AUTHENTICATION:
+                return info  # our credential failed: says nothing about the registry, ask ARM again next time
+            ttl = NEGATIVE_TTL_SECONDS if info.error_code else self.ttl
+            with self._lock:
+                self._cache[key] = (now + min(ttl, self.ttl), info)
+            return info
 
     def _read(self, ref: RegistryRef) -> RegistryInfo:
         try:
@@ -118,6 +128,7 @@ class ImageVerdict:
     detail: str | None = None
     is_index: bool = False
     config_digest: str | None = None  # single manifests: read this blob for os/architecture
+    config_size: int | None = None  # its descriptor's size: over the cap, the blob is refused without being fetched
     child_digest: str | None = None  # an index: its linux/amd64 entry (the image ACR converts)
 
     @classmethod
@@ -126,7 +137,7 @@ class ImageVerdict:
 
 
 def _platform(entry: dict[str, Any]) -> str:
-    plat = entry.get("platform") if isinstance(entry.get("platform"), dict) else {}
+    plat: dict[str, Any] = entry["platform"] if isinstance(entry.get("platform"), dict) else {}
     return f"{plat.get('os', '?')}/{plat.get('architecture', '?')}"
 
 
@@ -154,7 +165,7 @@ def check_manifest(manifest: ManifestDoc, max_bytes: int) -> ImageVerdict:
         return ImageVerdict(ok=True, is_index=True, child_digest=child)
     if media_type not in SINGLE_TYPES:
         return ImageVerdict.skip(R_MEDIA_TYPE, "UNSUPPORTED_MEDIATYPE", f"media type {media_type!r} cannot be converted")
-    config = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+    config: dict[str, Any] = doc["config"] if isinstance(doc.get("config"), dict) else {}
     config_type = config.get("mediaType")
     if config_type not in IMAGE_CONFIG_TYPES or doc.get("artifactType"):
         what = doc.get("artifactType") or config_type
@@ -169,7 +180,8 @@ def check_manifest(manifest: ManifestDoc, max_bytes: int) -> ImageVerdict:
     digest = config.get("digest")
     if not isinstance(digest, str):
         return ImageVerdict.skip(R_NOT_RUNNABLE, "IMAGE_NOT_RUNNABLE", "the manifest's config has no digest")
-    return ImageVerdict(ok=True, config_digest=digest)
+    size = config.get("size")
+    return ImageVerdict(ok=True, config_digest=digest, config_size=size if isinstance(size, int) and not isinstance(size, bool) else None)
 
 
 def check_config(config: dict[str, Any]) -> ImageVerdict:

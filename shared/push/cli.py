@@ -53,7 +53,9 @@ def resolve_registry(text: str, azure: AzureSettings) -> tuple[RegistryRef, str 
 
     wanted = text.lower()
     for sub in subscription_client(azure).subscriptions.list():
-        sub_id = sub.subscription_id
+        sub_id: str = getattr(sub, "subscription_id", None) or ""  # the SDK types this read-only field as None
+        if not sub_id:
+            continue
         try:
             registries = list(container_registry_client(azure, sub_id).registries.list())
         except HttpResponseError as exc:  # a subscription we may not read (403) or that is gone (404) is not where it is
@@ -62,8 +64,8 @@ def resolve_registry(text: str, azure: AzureSettings) -> tuple[RegistryRef, str 
             raise
         for reg in registries:
             login = (reg.login_server or "").lower()
-            if reg.name.lower() == wanted or login == wanted:
-                ref = RegistryRef.parse(reg.id)
+            if (reg.name or "").lower() == wanted or login == wanted:
+                ref = RegistryRef.parse(reg.id or "")
                 if ref is not None:
                     return ref, login or None
     raise UsageError(f"--registry {text!r}: no registry with that name or login server in the subscriptions this identity can read")

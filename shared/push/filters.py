@@ -76,7 +76,7 @@ class RegistryAllowList:
             return True
         if registry.resource_id.lower() in self.resource_ids or registry.name.lower() in self.names:
             return True
-        return bool(login_server) and login_server.lower() in self.login_servers
+        return login_server is not None and login_server.lower() in self.login_servers
 
 
 @dataclass(frozen=True)

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, fields, replace
+from typing import Any, Final, Literal, get_args
 
 from ..logs import log_event
 
 log = logging.getLogger("autopilot.push")
 
-CREATED = "created"
-ALREADY_STREAMING = "already-streaming"
-IN_PROGRESS = "in-progress"
-SKIPPED = "skipped"
-FAILED = "failed"
-KINDS = (CREATED, ALREADY_STREAMING, IN_PROGRESS, SKIPPED, FAILED)
+OutcomeKind = Literal["created", "already-streaming", "in-progress", "skipped", "failed"]
+CREATED: Final = "created"
+ALREADY_STREAMING: Final = "already-streaming"
+IN_PROGRESS: Final = "in-progress"
+SKIPPED: Final = "skipped"
+FAILED: Final = "failed"
+KINDS: tuple[OutcomeKind, ...] = get_args(OutcomeKind)
+Mode = Literal["enforce", "report"]
 
 # Skip reasons (stable codes; the detail says what was seen)
 R_EVENT_TYPE = "event-type"
@@ -36,14 +38,14 @@ R_AUTO_CONVERSION = "auto-conversion"
 EVENT_TYPE_PREFIX = "Autopilot.ArtifactStreaming."  # outcome CloudEvent types: Autopilot.ArtifactStreaming.Created, ...
 
 # CLI exit codes: distinguish what happened without parsing output
-EXIT_CODES = {CREATED: 0, IN_PROGRESS: 0, ALREADY_STREAMING: 10, SKIPPED: 20, FAILED: 30}
+EXIT_CODES: dict[OutcomeKind, int] = {CREATED: 0, IN_PROGRESS: 0, ALREADY_STREAMING: 10, SKIPPED: 20, FAILED: 30}
 
 
 @dataclass(frozen=True)
 class Outcome:
     """What the push path did with one image (or one event)."""
 
-    outcome: str  # one of KINDS
+    outcome: OutcomeKind
     registry: str | None = None
     repository: str | None = None
     tag: str | None = None
@@ -54,7 +56,7 @@ class Outcome:
     operation_id: str | None = None
     duration_ms: float | None = None
     event_id: str | None = None
-    mode: str | None = None  # enforce | report
+    mode: Mode | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in KINDS:
@@ -64,7 +66,8 @@ class Outcome:
         return replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The set fields (all flat values: no deep copy needed, unlike dataclasses.asdict)."""
+        return {f.name: value for f in fields(self) if (value := getattr(self, f.name)) is not None}
 
     @property
     def subject(self) -> str:

@@ -12,7 +12,8 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from ..acr import AcrClient, AcrError, Operation, TokenCache, client_for
-from ..locks import LockBusy
+from ..deadline import Deadline
+from ..locks import KeyLock, LockBusy
 from ..logs import log_event
 from ..mediatypes import STREAMING_ARTIFACT_TYPE
 from ..publish import OutcomePublisher
@@ -21,7 +22,7 @@ from . import outcomes as o
 from .checks import AUTHENTICATION, RegistryChecker, check_config, check_manifest
 from .events import ImagePushed, RegistryRef, Rejection, parse_event
 from .outcomes import Outcome, TransientError
-from .settings import PushSettings
+from .settings import PUBLISH_SECONDS, PushSettings
 
 log = logging.getLogger("autopilot.push")
 
@@ -59,7 +60,7 @@ class PushService:
                  token_cache: TokenCache | None = None) -> None:
         self.settings = settings
         self.registries = RegistryChecker(settings.azure, settings.registry_cache_seconds)
-        self._locks: Any = None
+        self._locks: KeyLock | None = None
         self._locks_guard = threading.Lock()
         self.publisher = publisher
         self.token_cache = token_cache
@@ -79,7 +80,7 @@ class PushService:
         return credential().get_token(f"{self.settings.azure.acr_audience}/.default").token
 
     @property
-    def locks(self) -> Any:
+    def locks(self) -> KeyLock:
         with self._locks_guard:
             if self._locks is None:
                 from ..locks import BlobLeaseLock
@@ -119,8 +120,12 @@ class PushService:
         or outcome event; it reports in aggregate) and the same exactly-once lease."""
         started = time.monotonic() if started is None else started
         report = self.settings.report_only if report is None else report
+        wait = self.settings.wait_seconds if wait_seconds is None else wait_seconds
+        budget = self.settings.deadline_seconds + wait  # the function's wait is at most 540 s: inside functionTimeout
+        deadline = Deadline(started + budget, budget)  # every request, retry, lease wait and poll below ends by then
         try:
-            outcome = self._stream(target, self.settings.wait_seconds if wait_seconds is None else wait_seconds, report)
+            with deadline.applied():
+                outcome = self._stream(target, wait, report)
         except LockBusy as exc:
             log_event(log, "push.retry", level=logging.WARNING, code="LOCK_BUSY", detail=str(exc), **self._ids(target))
             raise TransientError(str(exc), code="LOCK_BUSY") from None
@@ -173,13 +178,14 @@ class PushService:
             return o.failed(info.error_code, info.error_detail or "ARM refused the registry read", **self._ids(target))
         if (why := info.cannot_stream) is not None:
             return o.skipped(o.R_REGISTRY_INELIGIBLE, why, **self._ids(target))
-        login_server = info.login_server or target.login_server
-        if target.login_server and info.login_server and target.login_server != info.login_server:
-            # Never send the identity's token to a host ARM does not vouch for (a forged or odd event): use ARM's login server.
-            log_event(log, "push.login_server_mismatch", level=logging.WARNING, event_host=target.login_server,
-                      arm_login_server=info.login_server, registry=target.registry.name)
+        # The identity's tokens go only to the login server ARM names for the registry: never the event's request.host.
+        login_server = info.login_server
         if not login_server:
-            return o.failed("NO_LOGIN_SERVER", "neither the event nor ARM gave the registry's login server", **self._ids(target))
+            raise TransientError(f"ARM's answer for registry {target.registry.name} has no loginServer; the event's host "
+                                 f"({target.login_server or 'none'}) is not trusted with a token; retry later", code="NO_LOGIN_SERVER")
+        if target.login_server and target.login_server != login_server:
+            log_event(log, "push.login_server_mismatch", level=logging.WARNING, event_host=target.login_server,
+                      arm_login_server=login_server, registry=target.registry.name)
         acr = self.acr(login_server)
         repo = target.repository
         ids = self._ids(target)
@@ -208,7 +214,7 @@ class PushService:
             return o.skipped(verdict.reason or "unsupported", verdict.detail or "", code=verdict.code, **ids)
         if not verdict.is_index:
             try:
-                config = acr.blob_json(repo, verdict.config_digest or "")
+                config = acr.blob_json(repo, verdict.config_digest or "", size=verdict.config_size)
             except AcrError as exc:
                 if exc.status == 404:
                     return self._not_found(target, f"config blob {verdict.config_digest}")
@@ -233,10 +239,11 @@ class PushService:
                              mode="report", **ids)
 
         # Exactly once across instances: serialise on (registry, repository, digest), then re-check under the lock.
-        with self.locks.hold(f"{target.registry.name}/{repo}/{digest}"):
+        with self.locks.hold(f"{target.registry.name}/{repo}/{digest}") as held:
             existing = self._latest_operation(acr, repo, digest)
             decision = self._reuse(existing, target)
             if decision is None:
+                held.ensure()  # the lease is renewed while held; refuse to POST if it may have lapsed meanwhile
                 op = acr.create_streaming(repo, digest)
         if decision is not None:
             if wait_seconds > 0 and existing is not None and existing.in_flight and decision.outcome == o.IN_PROGRESS:
@@ -307,6 +314,8 @@ class PushService:
         delay = 0.25
         while time.monotonic() < deadline:
             time.sleep(min(delay, max(0.05, deadline - time.monotonic())))
+            if time.monotonic() >= deadline:
+                break
             delay = min(delay * 1.5, 5.0)
             current = acr.operation(target.repository, op.id)
             if current.status == "Succeeded":
@@ -328,7 +337,8 @@ class PushService:
         outcome.log(log)
         if self.publisher is not None:
             try:
-                self.publisher.publish(outcome.event_type, outcome.subject, outcome.as_dict())
+                with Deadline.after(PUBLISH_SECONDS).applied():  # its own small budget: the work is done either way
+                    self.publisher.publish(outcome.event_type, outcome.subject, outcome.as_dict())
             except Exception as exc:  # a lost notification must not undo or repeat the work
                 log_event(log, "push.publish_failed", level=logging.WARNING, error=type(exc).__name__, outcome=outcome.outcome)
         return outcome
@@ -342,9 +352,10 @@ class PushService:
         info = self.registries.info(target.registry)
         if info.error_code:
             raise AcrError(info.error_detail or "ARM refused the registry read", code=info.error_code)
-        login_server = info.login_server or target.login_server
+        login_server = info.login_server  # ARM's only: a token never goes to a host ARM does not name
         if not login_server:
-            raise AcrError("neither ARM nor --registry gave the registry's login server", code="NO_LOGIN_SERVER")
+            raise AcrError(f"ARM's answer for registry {target.registry.name} has no loginServer; retry later", code="NO_LOGIN_SERVER",
+                           transient=True)
         acr = self.acr(login_server)
         digest = target.digest or acr.manifest(target.repository, target.tag or "").digest
         return acr.referrers(target.repository, digest, STREAMING_ARTIFACT_TYPE)

@@ -41,7 +41,7 @@ def _listed(settings: SweepSettings, errors: list[Tally]) -> list[tuple[Registry
     subs = list(settings.subscriptions)
     if not subs:
         try:
-            subs = [s.subscription_id for s in subscription_client(settings.push.azure).subscriptions.list()]
+            subs = [str(s.subscription_id) for s in subscription_client(settings.push.azure).subscriptions.list() if s.subscription_id]
         except AzureError as exc:
             errors.append(Tally(registry="(subscriptions)", status="error",
                                 detail=f"cannot list subscriptions: {describe_error(exc)}; set AUTOPILOT_SWEEP_SUBSCRIPTIONS "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import cast
 
 from ..audit.settings import validate_ncrontab
 from ..push.settings import PushSettings
@@ -47,11 +46,11 @@ class SweepSettings:
             validate_ncrontab(schedule)
         except ValueError as exc:
             raise SettingsError("AUTOPILOT_SWEEP_SCHEDULE", str(exc)) from None
-        subs = tuple(s.lower() for s in cast(list[str], env.list("AUTOPILOT_SWEEP_SUBSCRIPTIONS")))
+        subs = tuple(s.lower() for s in env.list("AUTOPILOT_SWEEP_SUBSCRIPTIONS"))
         for sub in subs:
             if not GUID_RE.match(sub):
                 raise SettingsError("AUTOPILOT_SWEEP_SUBSCRIPTIONS", f"{sub!r} is not a subscription ID (a GUID)")
-        globs = tuple(cast(list[str], env.list("AUTOPILOT_SWEEP_AUTO_CONVERT")))
+        globs = tuple(env.list("AUTOPILOT_SWEEP_AUTO_CONVERT"))
         for glob in globs:
             if ":" in glob or not glob:
                 raise SettingsError("AUTOPILOT_SWEEP_AUTO_CONVERT", f"{glob!r} is not a repository glob (examples: prod/*, web/frontend; "

@@ -386,10 +386,33 @@ def test_pools_from_the_cluster_listing_give_the_same_states_with_no_pool_reques
     assert {k for k, r in rows_by_key(enforce).items() if r.action == "enabled"} == ENFORCEABLE
 
 
-def test_run_budget_spent_starts_nothing_new(fleet: Emulator):
+def test_run_budget_spent_reads_and_starts_nothing(fleet: Emulator):
+    # The run's deadline covers every ARM request, retry and poll: a spent budget reads nothing and writes nothing.
+    mark = fleet.request_mark()
     report = audit(settings(AUTOPILOT_AUDIT_MODE="enforce", AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS="0"))
-    assert fleet.world.arm_writes == []
-    assert sum(1 for r in report.rows if "run time budget of 0s used" in r.outcome) == 4
+    assert fleet.world.arm_writes == [] and fleet.requests_since(mark, service="arm") == []
+    assert [r.state for r in report.rows] == ["error"] and "cannot list subscriptions" in report.rows[0].reason
+
+
+def test_no_remediation_starts_after_the_run_deadline(fleet: Emulator):
+    from shared.audit.discovery import Clients
+    from shared.audit.items import Target
+    from shared.audit.model import ReportRow
+    from shared.audit.remediation import Remediator
+    from shared.deadline import Deadline
+
+    s = settings(AUTOPILOT_AUDIT_MODE="enforce")
+    target = Target(SUB_B, "dev", "rg-b", "aks-b1", "user")
+    row = ReportRow(SUB_B, "dev", "rg-b", "aks-b1", "user", "Linux", "Ubuntu", "1.30.4", "remediable", "off",
+                    resource_id=target.resource_id)
+    mark = fleet.request_mark()
+    clients = Clients(s.azure, s.concurrency)
+    try:
+        Remediator(s, clients, Deadline.after(0)).run([(target, row)])
+    finally:
+        clients.close()
+    assert row.action == "skipped" and "run time budget of 420s used" in row.outcome
+    assert fleet.requests_since(mark, service="arm") == [] and fleet.world.arm_writes == []
 
 
 def test_shards_partition_the_estate_and_keep_their_own_latest(fleet: Emulator):

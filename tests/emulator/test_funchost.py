@@ -279,12 +279,15 @@ def test_setting_expressions_resolve_from_the_environment_or_fail_indexing(monke
         assert len(h.invocations_of("tick")) == 1
 
 
-def test_the_real_function_app_indexes():
-    """The shipped function_app.py loads in the host: both functions, the triggers the platform will bind."""
+def test_the_real_function_app_indexes(azurite, monkeypatch: pytest.MonkeyPatch):
+    """The shipped function_app.py loads in the host: its functions, the triggers the platform will bind (the queue
+    trigger needs the storage connection, as on Azure)."""
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     with FunctionsHost("function_app") as h:
         kinds = {n: f.trigger_type for n, f in h.functions.items()}
     assert kinds.get("on_image_pushed") == "eventGridTrigger"
     assert any(kind == "timerTrigger" for kind in kinds.values())
+    assert kinds.get("audit_work_item") == "queueTrigger"
 
 
 def test_function_timeout_fails_the_delivery_like_the_host(tmp_path: Path):

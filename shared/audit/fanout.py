@@ -1,0 +1,264 @@
+"""The audit fanned out over the Storage queue: plan → one message per work item → workers → one run record → final step.
+
+- `start_run` (the timer): plans the run, writes `runs/<run>/plan.json`, puts one message per subscription on the queue
+  `autopilot-audit`, and one `finalize` message that comes back every few seconds until every item is in (the worker
+  whose item completes the count on `runs/<run>/done`, an append blob, sends one at once).
+- `handle_message` (the queue-triggered function, on any number of instances): an item message discovers and classifies
+  one subscription and writes `runs/<run>/items/<index>.json` (compact rows, remediation targets); writing it again on a
+  redelivery changes nothing. A finalize message, once all items are in (or the run budget is spent), claims the run
+  (`runs/<run>/finalizer`, created only if absent: one winner), remediates in enforce mode — so the cap and one pool per
+  cluster hold across workers — and streams the report from the records in plan order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from azure.core.exceptions import ResourceExistsError
+
+from shared.deadline import Deadline
+
+from .discovery import Clients, error_row, plan
+from .items import ItemResult, ItemRunner, Target
+from .model import AuditReport, PendingRemediation, ReportRow, Summary, WorkItem
+from .remediation import Remediator
+from .report import ReportStore
+from .service import (
+    AUTO,
+    _iso,
+    by_subscription,
+    default_publisher,
+    default_store,
+    effective_mode,
+    finish,
+    load_pending,
+    publish,
+)
+from .settings import AuditSettings
+
+log = logging.getLogger("autopilot.audit.fanout")
+QUEUE_NAME = "autopilot-audit"  # the agreed work queue (poison messages go to autopilot-audit-poison)
+FINALIZE_POLL_SECONDS = 5  # how soon an unfinished run's finalize message comes back
+WORKER_BATCH = 8  # host.json extensions.queues.batchSize: invocations one worker runs at once
+_worker_clients: dict[tuple[Any, int], Clients] = {}
+_clients_lock = threading.Lock()
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def run_prefix(run_id: str) -> str:
+    return f"runs/{run_id}/"
+
+
+def item_blob(run_id: str, index: int) -> str:
+    return f"{run_prefix(run_id)}items/{index:06d}.json"
+
+
+def start_run(settings: AuditSettings, *, store: ReportStore | None = None, queue: Any = None,
+              now: datetime | None = None) -> dict[str, Any]:
+    """Plan the run, write its record and enqueue its work. Returns the plan record (run id, items, mode)."""
+    from shared.storage import queue_client
+
+    store = store or default_store(settings)
+    if store is None:
+        raise RuntimeError("the fanned-out audit keeps its run record in AzureWebJobsStorage, which is not set")
+    queue = queue or queue_client(QUEUE_NAME)
+    with contextlib.suppress(ResourceExistsError):
+        queue.create_queue()
+    started = now or datetime.now(UTC)
+    effective, notes = effective_mode(settings, started)
+    pending = by_subscription(load_pending(store, notes))
+    clients = Clients(settings.azure, settings.concurrency)
+    try:
+        with Deadline.after(settings.run_budget_seconds).applied():
+            work, errors = plan(settings, clients)
+    finally:
+        clients.close()
+    run_id = uuid.uuid4().hex[:12]
+    record: dict[str, Any] = {"run_id": run_id, "started_at": _iso(started), "mode": settings.mode, "effective_mode": effective,
+              "notes": notes, "deadline": time.time() + settings.run_budget_seconds, "count": len(work),
+              "items": [w.as_dict() for w in work], "errors": [r.as_dict() for r in errors]}
+    container = store.blobs()
+    container.upload_blob(f"{run_prefix(run_id)}plan.json", _compact(record), overwrite=True)
+    container.get_blob_client(f"{run_prefix(run_id)}done").create_append_blob()
+    for index, item in enumerate(work):
+        queue.send_message(json.dumps({
+            "kind": "item", "run": run_id, "index": index, "count": len(work), "item": item.as_dict(), "mode": effective,
+            "pending": [p.as_dict() for p in pending.get(item.subscription_id, [])]}))
+    queue.send_message(json.dumps({"kind": "finalize", "run": record["run_id"]}), visibility_timeout=1)
+    log.info("audit run %s planned: %d work item(s) on queue %s", record["run_id"], len(work), QUEUE_NAME)
+    return record
+
+
+def handle_message(settings: AuditSettings, message: dict[str, Any], *, store: ReportStore | None = None,
+                   queue: Any = None, publisher: Any = AUTO) -> AuditReport | None:
+    """One queue message: a work item (→ its record) or the finalize step (→ the report, when the run is complete)."""
+    store = store or default_store(settings)
+    if store is None:
+        raise RuntimeError("the fanned-out audit keeps its run record in AzureWebJobsStorage, which is not set")
+    kind = message.get("kind")
+    if kind == "item":
+        process_item(settings, store, message)
+        if _count_done(store, message) == int(message["count"]):  # the last item in: finalize now rather than at the next poll
+            _requeue(queue, str(message["run"]), delay=0)
+        return None
+    if kind == "finalize":
+        return finalize(settings, store, str(message["run"]), queue=queue, publisher=publisher)
+    raise ValueError(f"not an audit work message (kind {kind!r}); expected 'item' or 'finalize'")
+
+
+def worker_clients(settings: AuditSettings) -> Clients:
+    """The worker process's clients, shared by its concurrent invocations (one connection pool, no TLS handshake per
+    message), sized for host.json's batchSize invocations at once."""
+    key = (settings.azure, settings.concurrency)
+    with _clients_lock:
+        clients = _worker_clients.get(key)
+        if clients is None:
+            clients = _worker_clients[key] = Clients(settings.azure, item_concurrency(settings) * WORKER_BATCH)
+        return clients
+
+
+def item_concurrency(settings: AuditSettings) -> int:
+    """AUTOPILOT_AUDIT_CONCURRENCY is per instance: a worker runs up to WORKER_BATCH invocations at once, so each gets its
+    share (at least 4). More threads than that only contend for the interpreter and cost CPU per request."""
+    return max(4, -(-settings.concurrency // WORKER_BATCH))
+
+
+def process_item(settings: AuditSettings, store: ReportStore, message: dict[str, Any]) -> ItemResult:
+    item = WorkItem(str(message["item"]["subscription_id"]), str(message["item"].get("display_name") or ""))
+    pending = [PendingRemediation(**p) for p in message.get("pending") or []]
+    deadline = Deadline.after(settings.run_budget_seconds)  # this invocation's: one subscription's requests and retries
+    share = dataclasses.replace(settings, concurrency=item_concurrency(settings))
+    runner = ItemRunner(share, worker_clients(settings), str(message["mode"]), deadline, {item.subscription_id: pending})
+    result = next(iter(runner.run([item])))
+    body = {"rows": [r.as_dict() for r in result.rows], "targets": [t.as_dict() for t, _ in result.targets],
+            "still_pending": [p.as_dict() for p in result.still_pending], "clusters": result.clusters}
+    store.blobs().upload_blob(item_blob(str(message["run"]), int(message["index"])), _compact(body), overwrite=True)
+    return result
+
+
+def ordered_map(fn: Callable[[T], R], items: list[T], workers: int) -> Iterator[R]:
+    """`fn` over `items` on `workers` threads, results in order, with at most 2 × workers results held at a time."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="audit-records") as pool:
+        window: deque[Future[R]] = deque()
+        upcoming = iter(items)
+        for item in upcoming:
+            window.append(pool.submit(fn, item))
+            if len(window) >= 2 * workers:
+                break
+        while window:
+            result = window.popleft().result()
+            following = next(upcoming, None)
+            if following is not None:
+                window.append(pool.submit(fn, following))
+            yield result
+
+
+def finalize(settings: AuditSettings, store: ReportStore, run_id: str, *, queue: Any = None,
+             publisher: Any = AUTO) -> AuditReport | None:
+    """The final step: once every item is recorded (or the run budget is spent), one instance turns the record into
+    the remediation plan and the report. Returns None when it is not time yet (a new finalize message is queued) or another
+    instance has the run."""
+    container = store.blobs()
+    prefix = run_prefix(run_id)
+    record = json.loads(container.download_blob(f"{prefix}plan.json").readall())
+    present = {b.name for b in container.list_blobs(name_starts_with=f"{prefix}items/")}
+    if len(present) < record["count"] and time.time() < record["deadline"]:
+        _requeue(queue, run_id)
+        return None
+    try:
+        container.upload_blob(f"{prefix}finalizer", b"", overwrite=False)
+    except ResourceExistsError:
+        log.info("audit run %s is already being finalized by another instance", run_id)
+        return None
+    return _finalize(settings, store, record, present, publisher)
+
+
+def _count_done(store: ReportStore, message: dict[str, Any]) -> int:
+    """Count a recorded item on the run's append blob; each append answers with the number of appends so far (atomic)."""
+    blob = store.blobs().get_blob_client(f"{run_prefix(str(message['run']))}done")
+    answer = blob.append_block(f"{int(message['index'])}\n".encode())
+    return int(answer.get("blob_committed_block_count") or 0)
+
+
+def _requeue(queue: Any, run_id: str, delay: int = FINALIZE_POLL_SECONDS) -> None:
+    from shared.storage import queue_client
+
+    (queue or queue_client(QUEUE_NAME)).send_message(json.dumps({"kind": "finalize", "run": run_id}), visibility_timeout=delay)
+
+
+def _finalize(settings: AuditSettings, store: ReportStore, record: dict[str, Any], present: set[str],
+              publisher: Any) -> AuditReport:
+    container = store.blobs()
+    run_id = record["run_id"]
+    indices = list(range(record["count"]))
+
+    def read(index: int) -> dict[str, Any] | None:
+        name = item_blob(run_id, index)
+        return json.loads(container.download_blob(name).readall()) if name in present else None
+
+    # Pass 1: the remediation plan (targets) and what earlier remediations still run; rows are not held.
+    targets: list[tuple[Target, ReportRow]] = []
+    still: list[PendingRemediation] = []
+    clusters = 0
+    for body in ordered_map(read, indices, settings.concurrency):
+        if body is None:
+            continue
+        wanted = {Target.from_dict(t).resource_id.lower(): Target.from_dict(t) for t in body["targets"]}
+        for raw in body["rows"]:
+            target = wanted.get(str(raw.get("resource_id") or "").lower())
+            if target is not None:
+                targets.append((target, ReportRow.from_dict(raw)))
+        still += [PendingRemediation(**p) for p in body["still_pending"]]
+        clusters += int(body["clusters"])
+    failures, stopped, new_pending = 0, "", []
+    if record["effective_mode"] == "enforce":
+        clients = Clients(settings.azure, settings.concurrency)
+        try:
+            outcome = Remediator(settings, clients, Deadline.after(settings.run_budget_seconds)).run(targets, None)
+        finally:
+            clients.close()
+        failures, stopped, new_pending = outcome.failures, outcome.stopped_early, outcome.pending
+    changed = {row.resource_id.lower(): row for _, row in targets}
+    events: list[ReportRow] = []
+
+    def chunks() -> Iterator[list[ReportRow]]:
+        yield [ReportRow.from_dict(r) for r in record["errors"]]
+        for index, body in enumerate(ordered_map(read, indices, settings.concurrency)):
+            if body is None:
+                item = record["items"][index]
+                yield [error_row(item["subscription_id"], "", "", "work item not processed within the run budget "
+                                 "(AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS); see the autopilot-audit-poison queue", item["display_name"])]
+                continue
+            rows = [changed.get(str(r.get("resource_id") or "").lower()) or ReportRow.from_dict(r) for r in body["rows"]]
+            events.extend(r for r in rows if r.action in ("enabled", "remediation-started", "failed", "verified"))
+            yield rows
+
+    report = AuditReport(
+        run_id=run_id, started_at=record["started_at"], finished_at="", mode=record["mode"],
+        effective_mode=record["effective_mode"], note="; ".join(record["notes"]), rows=[],
+        summary=Summary(0, {}, {}, {}, failures=failures, stopped_early=stopped), pending=still + new_pending,
+    )
+    report.finished_at = _iso(datetime.now(UTC))
+    finish(report, store, None, subscriptions=record["count"], clusters=clusters, chunks=chunks())
+    report.rows = events  # what the outcome events are about (the full rows are in the stored report)
+    if publisher is AUTO:
+        publisher = default_publisher(settings)
+    if publisher is not None:
+        publish(publisher, report)
+    return report

@@ -1,0 +1,127 @@
+"""The audit fanned out over the Storage queue (Azurite) to queue-triggered workers in Functions host stand-ins: the same
+report as a single run, and enforce's cap and one pool per cluster held with several workers."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from emulator import Emulator
+from emulator.funchost import FunctionsHost
+from emulator.services.arm import arm_state
+from shared.audit.fanout import QUEUE_NAME, start_run
+from shared.storage import blob_service_client, queue_client
+
+from .test_audit_emulator import ENFORCEABLE, FLEET, settings, stored_latest, writes
+
+VOLATILE = ("run_id", "started_at", "finished_at")
+
+
+@pytest.fixture
+def fleet(make_emulator) -> Emulator:
+    emu = make_emulator(copy.deepcopy(FLEET))
+    queue = queue_client(QUEUE_NAME)
+    try:
+        queue.clear_messages()  # the session's Azurite is shared by the tests
+    except Exception:
+        queue.create_queue()
+    return emu
+
+
+@pytest.fixture
+def workers(fleet: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Start `n` host stand-ins, each indexing the app's audit blueprint, all listening on autopilot-audit."""
+    hosts: list[FunctionsHost] = []
+
+    def start(n: int, **env: str) -> list[FunctionsHost]:
+        from functions.audit import bp
+
+        for key, value in settings_env(**env).items():
+            monkeypatch.setenv(key, value)
+        (tmp_path / "host.json").write_text(json.dumps({"version": "2.0", "extensions": {"queues": {
+            "batchSize": 1, "maxPollingInterval": "00:00:00.500", "visibilityTimeout": "00:00:01", "maxDequeueCount": 3}}}))
+        for _ in range(n):
+            app = func.FunctionApp()
+            app.register_functions(bp)
+            host = FunctionsHost(app=app, max_workers=8)
+            host.load()
+            for fn in host.functions.values():
+                fn.directory = str(tmp_path)
+            hosts.append(host.start())
+        return hosts
+
+    yield start
+    for host in hosts:
+        host.stop()
+
+
+def settings_env(**env: str) -> dict[str, str]:
+    from .test_audit_emulator import BASE_ENV
+
+    return {**BASE_ENV, "AUTOPILOT_AUDIT_FANOUT": "true", **env}
+
+
+def wait_for_report(run_id: str, limit: float = 60.0) -> dict[str, Any]:
+    container = blob_service_client().get_container_client("audit-test")
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        names = [b.name for b in container.list_blobs(name_starts_with="reports/") if run_id in b.name and b.name.endswith(".json")]
+        if names:
+            return json.loads(container.download_blob(names[0]).readall())
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} was not reported within {limit}s")
+
+
+def comparable(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k not in VOLATILE}
+
+
+def test_fanned_out_run_gives_the_same_report_as_a_single_run(fleet: Emulator, workers):
+    from shared.audit.service import run_audit
+
+    single = run_audit(settings(), publisher=None)
+    single_json = stored_latest()
+    single_md = blob_service_client().get_container_client("audit-test").download_blob("latest.md").readall().decode()
+    hosts = workers(3)
+    record = start_run(settings(AUTOPILOT_AUDIT_FANOUT="true"))
+    assert record["count"] == 3
+    fanned = wait_for_report(record["run_id"])
+    assert comparable(fanned) == comparable(single_json)
+    assert comparable(stored_latest()) == comparable(single_json)  # latest.json is the fanned-out run's now
+    fanned_md = blob_service_client().get_container_client("audit-test").download_blob("latest.md").readall().decode()
+    for value in VOLATILE:
+        single_md = single_md.replace(str(getattr(single, value)), "X")
+        fanned_md = fanned_md.replace(str(fanned[value]), "X")
+    assert fanned_md == single_md
+    assert all(h.wait_queues_idle(15) for h in hosts)
+    items = [inv for h in hosts for inv in h.invocations_of("audit_work_item")]
+    assert sum(1 for inv in items if inv.succeeded) >= 4  # three items and at least one finalize
+
+
+@pytest.mark.parametrize("cap", [1, 10])
+def test_cap_and_one_pool_per_cluster_hold_across_workers(fleet: Emulator, workers, cap: int):
+    workers(3, AUTOPILOT_AUDIT_MODE="enforce", AUTOPILOT_AUDIT_MAX_REMEDIATIONS=str(cap))
+    record = start_run(settings(AUTOPILOT_AUDIT_FANOUT="true", AUTOPILOT_AUDIT_MODE="enforce",
+                               AUTOPILOT_AUDIT_MAX_REMEDIATIONS=str(cap)))
+    report = wait_for_report(record["run_id"])
+    touched = writes(fleet)
+    assert len(touched) == min(cap, len(ENFORCEABLE)) and set(touched) <= ENFORCEABLE
+    enabled = {(r["cluster"], r["pool"]) for r in report["rows"] if r["action"] == "enabled"}
+    assert enabled == set(touched) and report["summary"]["remediations_started"] == len(touched)
+    if cap == 1:
+        assert sum(1 for r in report["rows"] if "per-run cap of 1" in r["outcome"]) == len(ENFORCEABLE) - 1
+    ops = arm_state(fleet.ctx).operations
+    by_cluster: dict[str, list] = {}
+    for w in fleet.world.arm_writes:
+        by_cluster.setdefault(w.cluster, []).append(w)
+    for ws in by_cluster.values():  # a cluster's second write only after its first operation ended
+        for first, second in itertools.pairwise(ws):
+            assert ops[first.operation_id].end is not None and ops[first.operation_id].end <= second.ts
