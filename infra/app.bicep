@@ -17,7 +17,7 @@ var containers = {
   locks: 'autopilot-locks' // per-digest blob leases (push path)
   audit: 'autopilot-audit' // audit reports (JSON + Markdown) and audit state
   deadLetter: 'eventgrid-deadletter' // Event Grid writes undeliverable push events here; the reconcile sweep reads them
-  sweep: 'autopilot-sweep' // the reconcile sweep's reports and state (AUTOPILOT_SWEEP_CONTAINER on the sweep branch)
+  sweep: 'autopilot-sweep' // the reconcile sweep's reports and state (AUTOPILOT_SWEEP_CONTAINER)
 }
 var queues = ['autopilot-sweep', 'autopilot-sweep-poison', 'autopilot-audit', 'autopilot-audit-poison']
 var roles = {
@@ -145,7 +145,16 @@ var autopilotSettings = {
   AUTOPILOT_AUDIT_SHARD: '0/1'
   AUTOPILOT_AUDIT_PUBLISH_EVENTS: 'true'
   AUTOPILOT_AUDIT_POOL_SOURCE: 'agentpools'
+  AUTOPILOT_SWEEP_MODE: 'enforce'
   AUTOPILOT_SWEEP_SCHEDULE: sweepSchedule
+  AUTOPILOT_SWEEP_SUBSCRIPTIONS: ''
+  AUTOPILOT_SWEEP_MAX_CONVERSIONS: '1000'
+  AUTOPILOT_SWEEP_TIME_BUDGET_SECONDS: '3000'
+  AUTOPILOT_SWEEP_PAGE_SIZE: '100'
+  AUTOPILOT_SWEEP_REPOSITORIES_PER_ITEM: '10'
+  AUTOPILOT_SWEEP_ITEM_SECONDS: '240'
+  AUTOPILOT_SWEEP_CONTAINER: containers.sweep
+  AUTOPILOT_SWEEP_AUTO_CONVERT: ''
   AUTOPILOT_DEADLETTER_CONTAINER: containers.deadLetter
 }
 // The platform's settings: identity-based AzureWebJobsStorage (no keys), telemetry through the managed identity, and the

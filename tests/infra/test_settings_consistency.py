@@ -34,12 +34,10 @@ PLATFORM = re.compile(
 NOT_IN_INFRA = {
     "AUTOPILOT_TOPIC_KEY": "a topic access key; the deployed app publishes with its identity (EventGrid Data Sender), no keys",
 }
-# Agreed names whose code lands on another branch (issue 7, `sweep`): in infra and the example already, read by shared/sweep
-# once it is merged. Remove an entry when the code reads it (the test then checks it like any other).
-PENDING_CODE = {
-    "AUTOPILOT_SWEEP_SCHEDULE": "sweep timer schedule (sweep branch)",
-    "AUTOPILOT_DEADLETTER_CONTAINER": "the container Event Grid dead-letters into, read by the sweep (sweep branch)",
-}
+# Agreed names whose code lands on another branch: in infra and the example already, read by the code once it is merged.
+# Remove an entry when the code reads it (the test then checks it like any other).
+PENDING_CODE: dict[str, str] = {}
+AGREED = ("AUTOPILOT_SWEEP_SCHEDULE", "AUTOPILOT_DEADLETTER_CONTAINER")  # names agreed across branches (issue 7)
 
 
 def settings_read_by(paths: list[Path]) -> set[str]:
@@ -106,7 +104,7 @@ def test_infra_example_and_code_name_the_same_settings(bicep: dict[str, Any]) ->
 
 
 def test_the_agreed_settings_are_there() -> None:
-    assert set(PENDING_CODE) <= set(example_settings())
+    assert set(AGREED) <= set(example_settings()) and set(AGREED) <= settings_read_by(CODE)
     assert example_settings()["AUTOPILOT_DEADLETTER_CONTAINER"] == "eventgrid-deadletter"
 
 
@@ -125,7 +123,7 @@ def test_infra_sets_the_platform_settings_the_app_needs_and_no_secret(bicep: dic
 
 
 def test_every_setting_is_documented(bicep: dict[str, Any]) -> None:
-    docs = "".join((REPO / "docs" / name).read_text() for name in ("settings.md", "push-path.md", "audit-path.md", "deploy.md"))
+    docs = "".join((REPO / "docs" / name).read_text() for name in ("settings.md", "push-path.md", "audit-path.md", "sweep.md", "deploy.md"))
     missing = [n for n in ours(set(infra_settings(bicep))) | set(NOT_IN_INFRA) if f"`{n}`" not in docs]
     assert not missing, f"settings without a line in docs/: {missing}"
 
@@ -160,10 +158,11 @@ def test_example_and_infra_values_are_the_code_defaults(bicep: dict[str, Any]) -
     from shared.audit.settings import AuditSettings
     from shared.push.settings import PushSettings
     from shared.settings import AzureSettings, Env
+    from shared.sweep.settings import SweepSettings
 
     example = example_settings()
     neutral = {k: v for k, v in example.items() if k not in DEPLOYED_DEFAULTS}
-    for settings in (PushSettings, AuditSettings, AzureSettings):
+    for settings in (PushSettings, AuditSettings, AzureSettings, SweepSettings):
         assert settings.from_env(Env(neutral)) == settings.from_env(Env({})), settings.__name__
     assert {k: example[k] for k in DEPLOYED_DEFAULTS} == DEPLOYED_DEFAULTS
     app, main = bicep["app.bicep"]["parameters"], bicep["main.bicep"]["parameters"]
