@@ -227,6 +227,36 @@ def _arm_counts(endpoints: dict[str, Any], mark: int) -> dict[str, Any]:
     return {"arm_requests": len(log), "arm_requests_by_kind": dict(sorted(by_kind.items()))}
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far, from /proc (Linux); 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return kids
+
+
+def _emulator_cpu(pid: int) -> dict[str, float]:
+    """The emulator process's CPU seconds, and its children's (Azurite), so far."""
+    return {"emulator": _cpu_seconds(pid), "azurite": sum(_cpu_seconds(k) for k in _children(pid))}
+
+
+def _server_cpu(pid: int, before: dict[str, float]) -> dict[str, Any]:
+    """CPU seconds the emulator (ARM, in its own process) and Azurite (blobs, queues) spent during the variant."""
+    after = _emulator_cpu(pid)
+    return {"server_cpu_s": {k: round(after[k] - before[k], 2) for k in after}}
+
+
 def run_variant(variant: str, scenario: Path, args: argparse.Namespace) -> dict[str, Any]:
     state = tempfile.mkdtemp(prefix="audit-bench-")
     t_start = time.perf_counter()
@@ -239,15 +269,18 @@ def run_variant(variant: str, scenario: Path, args: argparse.Namespace) -> dict[
         endpoints = json.loads(Path(endpoints_path).read_text())
         startup = time.perf_counter() - t_start
         mark = _admin_get(endpoints, "/requests?service=__none__")["next"]
+        cpu_before = _emulator_cpu(emu.pid)
         if variant == "audit-report-queue":
             result = run_queue_variant(endpoints_path, endpoints, args)
-            return {**result, **_arm_counts(endpoints, mark), "emulator_startup_s": round(startup, 1)}
+            return {**result, **_server_cpu(emu.pid, cpu_before), **_arm_counts(endpoints, mark),
+                    "emulator_startup_s": round(startup, 1)}
         done = subprocess.run([sys.executable, __file__, "--run", variant, "--endpoints", endpoints_path, "--cap", str(args.cap),
                                "--concurrency", str(args.concurrency)], cwd=REPO, capture_output=True, text=True, timeout=3600)
         if done.returncode != 0:
             raise RuntimeError(f"{variant} failed:\n{done.stderr[-3000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        return {**result, **_arm_counts(endpoints, mark), "emulator_startup_s": round(startup, 1)}
+        return {**result, **_server_cpu(emu.pid, cpu_before), **_arm_counts(endpoints, mark),
+                "emulator_startup_s": round(startup, 1)}
     finally:
         emu.terminate()
         emu.wait(timeout=60)
@@ -296,10 +329,12 @@ def main() -> int:
                          "pools": args.subscriptions * args.clusters * args.pools},
                "latency_ms": args.latency_ms, "concurrency": args.concurrency, "queue_workers": args.workers, "cap": args.cap,
                "lro_seconds": args.lro_seconds, "cpus": os.cpu_count(), "load_average": os.getloadavg(), "variants": {}}
+    # (the emulator's CPU in each variant is `server_cpu_s`: its ARM side and, separately, its Azurite children)
     for variant in variants:
         print(f"running {variant} ...", file=sys.stderr, flush=True)
         results["variants"][variant] = run_variant(variant, path, args)
         print(json.dumps({variant: results["variants"][variant]}), file=sys.stderr, flush=True)
+    results["load_average_end"] = os.getloadavg()
     print(json.dumps(results, indent=2))
     return 0
 

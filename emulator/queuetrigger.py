@@ -5,7 +5,8 @@ What the real host (Microsoft.Azure.WebJobs.Extensions.Storage.Queues 5.x) does,
   (00:00:00: the delay before a failed message is retried), maxPollingInterval (00:01:00), messageEncoding (base64).
 - Polling backs off exponentially from 100 ms to maxPollingInterval while the queue is empty and resets when it finds work.
 - A batch of up to batchSize messages is dequeued (hidden for 10 minutes, renewed while the function runs) and invoked in
-  parallel; a new batch is fetched when the messages in flight drop to newBatchThreshold.
+  parallel; a new batch is fetched as soon as the messages in flight drop to newBatchThreshold (the listener waits for a
+  completion, it does not back off while it is busy).
 - Success deletes the message. Failure makes it visible again after visibilityTimeout; a failure at dequeue count
   >= maxDequeueCount, or a message dequeued more than maxDequeueCount times (a crashed worker never reported it), moves it to
   `<queue>-poison` (created on demand) with the same content. A body that is not valid base64 fails like an exception.
@@ -126,6 +127,7 @@ class QueueListener:
         self._stop = threading.Event()
         self._in_flight: set[Future[Any]] = set()
         self._guard = threading.Lock()
+        self._finished = threading.Condition(self._guard)  # notified when a message in flight completes
         self._thread = threading.Thread(target=self._run, name=f"funchost-queue-{fn.name}", daemon=True)
         self.poisoned: list[str] = []  # ids of messages moved to the poison queue
         self.polls = 0
@@ -153,14 +155,24 @@ class QueueListener:
     def _run(self) -> None:
         delay = MIN_POLL_SECONDS
         while not self._stop.is_set():
+            if not self._wait_for_room():
+                continue
             found = 0
-            if self.busy <= self.options.new_batch_threshold:
-                try:
-                    found = self._poll_once()
-                except Exception as exc:  # storage unreachable: the host logs and keeps polling
-                    log.warning("queue %s: polling failed: %s", self.queue_name, exc)
+            try:
+                found = self._poll_once()
+            except Exception as exc:  # storage unreachable: the host logs and keeps polling
+                log.warning("queue %s: polling failed: %s", self.queue_name, exc)
             delay = MIN_POLL_SECONDS if found else min(delay * 2, self.options.max_polling_interval)
             self._stop.wait(delay if not found else 0.01)
+
+    def _wait_for_room(self) -> bool:
+        """Until the messages in flight are at most newBatchThreshold: a busy listener waits for a completion (checking
+        for stop now and then), and its polling interval does not grow meanwhile. Returns whether there is room."""
+        with self._finished:
+            if len(self._in_flight) <= self.options.new_batch_threshold:
+                return True
+            self._finished.wait(0.5)
+            return len(self._in_flight) <= self.options.new_batch_threshold
 
     def _poll_once(self) -> int:
         self.polls += 1
@@ -177,8 +189,9 @@ class QueueListener:
         return len(messages)
 
     def _done(self, future: Future[Any]) -> None:
-        with self._guard:
+        with self._finished:
             self._in_flight.discard(future)
+            self._finished.notify_all()
 
     # ------------------------------------------------------------------ one message
     def _body(self, message: Any) -> str:

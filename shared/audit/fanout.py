@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from shared.deadline import Deadline
 
@@ -113,8 +113,8 @@ def handle_message(settings: AuditSettings, message: dict[str, Any], *, store: R
         raise RuntimeError("the fanned-out audit keeps its run record in AzureWebJobsStorage, which is not set")
     kind = message.get("kind")
     if kind == "item":
-        process_item(settings, store, message)
-        if _count_done(store, message) == int(message["count"]):  # the last item in: finalize now rather than at the next poll
+        result = process_item(settings, store, message)
+        if _count_done(store, message, result) == int(message["count"]):  # the last item in: finalize now rather than at the next poll
             _requeue(queue, str(message["run"]), delay=0)
         return None
     if kind == "finalize":
@@ -136,7 +136,7 @@ def worker_clients(settings: AuditSettings) -> Clients:
 def item_concurrency(settings: AuditSettings) -> int:
     """AUTOPILOT_AUDIT_CONCURRENCY is per instance: a worker runs up to WORKER_BATCH invocations at once, so each gets its
     share (at least 4). More threads than that only contend for the interpreter and cost CPU per request."""
-    return max(4, -(-settings.concurrency // WORKER_BATCH))
+    return max(2, -(-settings.concurrency // WORKER_BATCH))
 
 
 def process_item(settings: AuditSettings, store: ReportStore, message: dict[str, Any]) -> ItemResult:
@@ -189,11 +189,40 @@ def finalize(settings: AuditSettings, store: ReportStore, run_id: str, *, queue:
     return _finalize(settings, store, record, present, publisher)
 
 
-def _count_done(store: ReportStore, message: dict[str, Any]) -> int:
-    """Count a recorded item on the run's append blob; each append answers with the number of appends so far (atomic)."""
+def _count_done(store: ReportStore, message: dict[str, Any], result: ItemResult | None = None) -> int:
+    """Count a recorded item on the run's append blob; each append answers with the number of appends so far (atomic).
+
+    The line also says what the item's record holds for the final step's first pass (clusters, targets, earlier
+    remediations still running), so that pass reads only the records that have targets or pending remediations."""
     blob = store.blobs().get_blob_client(f"{run_prefix(str(message['run']))}done")
-    answer = blob.append_block(f"{int(message['index'])}\n".encode())
+    line: dict[str, int] = {"index": int(message["index"])}
+    if result is not None:
+        line.update(clusters=result.clusters, targets=len(result.targets), pending=len(result.still_pending))
+    answer = blob.append_block(_compact(line) + b"\n")
     return int(answer.get("blob_committed_block_count") or 0)
+
+
+def _done_summaries(container: Any, run_id: str) -> dict[int, int]:
+    try:
+        text = container.download_blob(f"{run_prefix(run_id)}done").readall().decode()
+    except ResourceNotFoundError:
+        return {}
+    return plain_items(text)
+
+
+def plain_items(done: str) -> dict[int, int]:
+    """Item index → its clusters, from the run's `done` lines, for the items whose every recording (a redelivery appends
+    again) had neither targets nor pending remediations: the first pass need not read those records. Anything else
+    (an item with targets, recordings that disagree, a line that cannot be read) is read."""
+    seen: dict[int, set[tuple[int, int, int]]] = {}
+    for raw in done.splitlines():
+        try:
+            line = json.loads(raw)
+            seen.setdefault(int(line["index"]), set()).add((int(line["clusters"]), int(line["targets"]), int(line["pending"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return {index: next(iter(kinds))[0] for index, kinds in seen.items()
+            if len(kinds) == 1 and next(iter(kinds))[1:] == (0, 0)}
 
 
 def _requeue(queue: Any, run_id: str, delay: int = FINALIZE_POLL_SECONDS) -> None:
@@ -212,11 +241,13 @@ def _finalize(settings: AuditSettings, store: ReportStore, record: dict[str, Any
         name = item_blob(run_id, index)
         return json.loads(container.download_blob(name).readall()) if name in present else None
 
-    # Pass 1: the remediation plan (targets) and what earlier remediations still run; rows are not held.
+    # Pass 1: the remediation plan (targets) and what earlier remediations still run; rows are not held. Records that
+    # have neither (every record of a report run without earlier remediations) are not read here.
     targets: list[tuple[Target, ReportRow]] = []
     still: list[PendingRemediation] = []
-    clusters = 0
-    for body in ordered_map(read, indices, settings.concurrency):
+    plain = {i: n for i, n in _done_summaries(container, run_id).items() if item_blob(run_id, i) in present}
+    clusters = sum(plain.values())
+    for body in ordered_map(read, [i for i in indices if i not in plain], settings.concurrency):
         if body is None:
             continue
         wanted = {Target.from_dict(t).resource_id.lower(): Target.from_dict(t) for t in body["targets"]}

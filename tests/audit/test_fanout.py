@@ -125,3 +125,20 @@ def test_cap_and_one_pool_per_cluster_hold_across_workers(fleet: Emulator, worke
     for ws in by_cluster.values():  # a cluster's second write only after its first operation ended
         for first, second in itertools.pairwise(ws):
             assert ops[first.operation_id].end is not None and ops[first.operation_id].end <= second.ts
+
+
+def test_the_final_step_skips_only_records_that_every_recording_says_have_nothing_to_remediate():
+    from shared.audit.fanout import plain_items
+
+    done = "\n".join([
+        '{"index":0,"clusters":3,"targets":0,"pending":0}',
+        '{"index":1,"clusters":2,"targets":1,"pending":0}',  # a target: read
+        '{"index":2,"clusters":2,"targets":0,"pending":1}',  # an earlier remediation still running: read
+        '{"index":3,"clusters":4,"targets":0,"pending":0}',
+        '{"index":3,"clusters":5,"targets":0,"pending":0}',  # a redelivery saw another listing: read
+        '{"index":4,"clusters":1,"targets":0,"pending":0}',
+        '{"index":4,"clusters":1,"targets":0,"pending":0}',  # the same twice: skipped
+        '5',  # a line without the summary: read
+        '{"index":6,"clusters":1,"targets":0,"pending":0',  # a torn line: read
+    ])
+    assert plain_items(done) == {0: 3, 4: 1}

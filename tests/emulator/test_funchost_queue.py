@@ -4,6 +4,7 @@ visibility timeout, the poison queue after maxDequeueCount, batch concurrency, h
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import time
@@ -14,6 +15,7 @@ from typing import Any
 
 import azure.functions as func
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueServiceClient
 
 from emulator.azurite import Azurite
@@ -35,7 +37,7 @@ def make_app(queue: str) -> func.FunctionApp:
         body = msg.get_json()
         with lock:
             seen.append({"id": msg.id, "body": body, "dequeue_count": msg.dequeue_count, "insertion": msg.insertion_time,
-                         "pop_receipt": msg.pop_receipt})
+                         "pop_receipt": msg.pop_receipt, "started": time.monotonic()})
             running["now"] += 1
             running["peak"] = max(running["peak"], running["now"])
         try:
@@ -152,6 +154,25 @@ def test_batch_runs_messages_in_parallel(env: str, queue_name: str, tmp_path: Pa
             q.send_message(json.dumps({"n": i, "sleep": 0.5}))
         wait_for(lambda: len(seen) == 8 and running["now"] == 0)
         assert 2 <= running["peak"] <= 4  # parallel within a batch, never more than batchSize
+    finally:
+        h.stop()
+
+
+def test_a_busy_listener_fetches_the_next_batch_when_room_frees_not_after_a_backoff(env: str, queue_name: str,
+                                                                                    tmp_path: Path):
+    """While the batch is in flight the real host waits for completions; it backs off only on an empty queue. A listener
+    whose polling interval grew while it was busy (0.2, 0.4, 0.8, 1.6 s …) would start the second batch seconds late."""
+    q = queue_client(queue_name)
+    with contextlib.suppress(ResourceExistsError):
+        q.create_queue()
+    for i in range(8):
+        q.send_message(json.dumps({"n": i, "sleep": 1.5}))
+    h = start_host(queue_name, tmp_path, {"batchSize": 4, "newBatchThreshold": 0, "maxPollingInterval": "00:01:00"})
+    try:
+        wait_for(lambda: len(seen) == 8 and running["now"] == 0)
+        starts = sorted(s["started"] for s in seen)
+        assert starts[3] - starts[0] < 1.0  # the first batch together
+        assert 1.4 < starts[4] - starts[0] < 2.4  # the second as soon as the first is done (a backoff: ≈ 3.0 s)
     finally:
         h.stop()
 
