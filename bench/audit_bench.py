@@ -247,8 +247,16 @@ def _children(pid: int) -> list[int]:
 
 
 def _emulator_cpu(pid: int) -> dict[str, float]:
-    """The emulator process's CPU seconds, and its children's (Azurite), so far."""
-    return {"emulator": _cpu_seconds(pid), "azurite": sum(_cpu_seconds(k) for k in _children(pid))}
+    """The emulator process's CPU seconds, and its children's (Azurite's blob and queue services), so far."""
+    cpu = {"emulator": _cpu_seconds(pid), "azurite-blob": 0.0, "azurite-queue": 0.0}
+    for kid in _children(pid):
+        try:
+            cmdline = Path(f"/proc/{kid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        key = "azurite-queue" if "queue" in cmdline else "azurite-blob"
+        cpu[key] += _cpu_seconds(kid) + sum(_cpu_seconds(k) for k in _children(kid))
+    return cpu
 
 
 def _server_cpu(pid: int, before: dict[str, float]) -> dict[str, Any]:

@@ -135,7 +135,8 @@ def worker_clients(settings: AuditSettings) -> Clients:
 
 def item_concurrency(settings: AuditSettings) -> int:
     """AUTOPILOT_AUDIT_CONCURRENCY is per instance: a worker runs up to WORKER_BATCH invocations at once, so each gets its
-    share (at least 4). More threads than that only contend for the interpreter and cost CPU per request."""
+    share (at least 2): 16 in flight per worker at the default 16. More threads than that only contend for the interpreter
+    and cost CPU per request (profiled: docs/performance.md, "The fanned-out variant: where the CPU goes")."""
     return max(2, -(-settings.concurrency // WORKER_BATCH))
 
 

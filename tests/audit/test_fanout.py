@@ -142,3 +142,14 @@ def test_the_final_step_skips_only_records_that_every_recording_says_have_nothin
         '{"index":6,"clusters":1,"targets":0,"pending":0',  # a torn line: read
     ])
     assert plain_items(done) == {0: 3, 4: 1}
+
+
+def test_audit_concurrency_is_per_worker_instance_shared_by_its_batch():
+    from types import SimpleNamespace
+
+    from shared.audit.fanout import WORKER_BATCH, item_concurrency
+
+    assert WORKER_BATCH == 8  # host.json batchSize
+    assert item_concurrency(SimpleNamespace(concurrency=16)) * WORKER_BATCH == 16  # 2 threads per invocation
+    assert item_concurrency(SimpleNamespace(concurrency=64)) == 8
+    assert item_concurrency(SimpleNamespace(concurrency=4)) == 2  # never fewer than 2: a subscription's pages overlap
