@@ -31,14 +31,14 @@ def _client_kwargs(service: str = "blob") -> dict[str, Any]:
 
 def _deadline_retry(retry_total: int, service: str = "blob") -> Any:
     """Storage's own exponential retry (1 s, 3 s, ±1 s), its waits cut to what is left of the invocation's deadline."""
-    if service == "queue":
-        from azure.storage.queue import ExponentialRetry
-    else:
-        from azure.storage.blob import ExponentialRetry
+    from azure.storage.blob import ExponentialRetry as BlobRetry
+    from azure.storage.queue import ExponentialRetry as QueueRetry
 
     from .deadline import current
 
-    class DeadlineExponentialRetry(ExponentialRetry):
+    base: Any = QueueRetry if service == "queue" else BlobRetry
+
+    class DeadlineExponentialRetry(base):
         def get_backoff_time(self, settings: dict[str, Any]) -> float:
             backoff = super().get_backoff_time(settings)
             deadline = current()
