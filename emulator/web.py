@@ -120,9 +120,11 @@ async def _rewrite(request: web.Request, resp: web.StreamResponse, decision: Fau
     if decision.latency_after_s:
         await asyncio.sleep(decision.latency_after_s)
     if decision.strip_fields and isinstance(resp, web.Response) and resp.body and "json" in (resp.content_type or ""):
+        original = json.loads(resp.body)
         body = strip_json(json.loads(resp.body), decision.strip_fields)
-        resp = json_response(resp.status, body, {k: v for k, v in resp.headers.items() if k.lower() not in ("content-length",
-                                                                                                         "content-type")})
+        if body != original:  # nothing stripped: the answer stays byte-identical (a manifest keeps its digest)
+            resp = json_response(resp.status, body, {k: v for k, v in resp.headers.items()
+                                                     if k.lower() not in ("content-length", "content-type")})
     for key, value in decision.set_headers.items():
         resp.headers[key] = value
     if decision.body_bytes and resp.status == 200:

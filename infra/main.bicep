@@ -20,6 +20,9 @@ param abacRegistryResourceIds array = []
 @description('Role definition GUID of "Container Registry Repository Writer" in your tenant (az role definition list --name "Container Registry Repository Writer" --query [0].name); needed only with abacRegistryResourceIds.')
 param repositoryWriterRoleId string = ''
 
+@description('Role definition GUID of the built-in "Container Registry Repository Catalog Lister" (built-in GUIDs are the same in every tenant; check with az role definition list --name "Container Registry Repository Catalog Lister" --query [0].name). Assigned on ABAC registries only: the sweep lists their catalog with it.')
+param repositoryCatalogListerRoleId string = 'bfdb9389-c9a5-478a-bb2f-ba9ca092c3c7'
+
 @description('Create the Event Grid subscriptions to the push function. azd sets it (AUTOPILOT_EVENTS_READY) after the first code deployment: an AzureFunction destination needs the function to exist.')
 param subscribeToRegistries bool = false
 
@@ -80,6 +83,7 @@ module registryTopics 'registry-topic.bicep' = [for (registryId, i) in registryR
     registryName: last(split(registryId, '/'))
     appPrincipalId: app.outputs.principalId
     dataPlaneRoleId: contains(abacRegistryResourceIds, toLower(registryId)) ? repositoryWriterRoleId : '8311e382-0749-4cb8-b61a-304f252e45ec'
+    catalogListerRoleId: contains(abacRegistryResourceIds, toLower(registryId)) ? repositoryCatalogListerRoleId : ''
     workspaceId: app.outputs.workspaceId
     actionGroupId: app.outputs.actionGroupId
   }

@@ -6,6 +6,9 @@ param appPrincipalId string
 
 @description('AcrPush (legacy RBAC mode, the default) or the tenant\'s "Container Registry Repository Writer" GUID for an ABAC-mode registry.')
 param dataPlaneRoleId string
+
+@description('ABAC-mode registries only: the "Container Registry Repository Catalog Lister" GUID (the sweep lists the catalog; ABAC registries grant /v2/_catalog with no other role). Empty: not assigned (AcrPush covers it in legacy RBAC mode).')
+param catalogListerRoleId string = ''
 param workspaceId string
 param actionGroupId string
 
@@ -33,6 +36,17 @@ resource dataPlaneRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', dataPlaneRoleId)
+  }
+}
+
+// The sweep's catalog listing on an ABAC registry (the role takes no ABAC condition: it lists every repository's name).
+resource catalogListerRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(catalogListerRoleId)) {
+  name: guid(registry.id, appPrincipalId, catalogListerRoleId)
+  scope: registry
+  properties: {
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', catalogListerRoleId)
   }
 }
 

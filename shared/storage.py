@@ -18,23 +18,27 @@ _clients: dict[str, BlobServiceClient] = {}
 _queue_services: dict[str, QueueServiceClient] = {}
 
 
-def _client_kwargs() -> dict[str, Any]:
+def _client_kwargs(service: str = "blob") -> dict[str, Any]:
     """Explicit timeouts, a short retry (storage's own policy: a black-holed account fails in seconds, not minutes), a pool
-    for the instance's concurrent invocations, and every attempt capped by the invocation's deadline (shared/deadline.py)."""
+    for the instance's concurrent invocations, and every attempt capped by the invocation's deadline (shared/deadline.py).
+    The same for the blob and the queue client (`service`: whose SDK's retry policy class to use)."""
     from .azure_clients import STORAGE_PROFILE, client_kwargs
 
     kwargs = client_kwargs(STORAGE_PROFILE)
-    kwargs["retry_policy"] = _deadline_retry(STORAGE_PROFILE.retry_total)
+    kwargs["retry_policy"] = _deadline_retry(STORAGE_PROFILE.retry_total, service)
     return kwargs
 
 
-def _deadline_retry(retry_total: int) -> Any:
+def _deadline_retry(retry_total: int, service: str = "blob") -> Any:
     """Storage's own exponential retry (1 s, 3 s, ±1 s), its waits cut to what is left of the invocation's deadline."""
-    from azure.storage.blob import ExponentialRetry
+    from azure.storage.blob import ExponentialRetry as BlobRetry
+    from azure.storage.queue import ExponentialRetry as QueueRetry
 
     from .deadline import current
 
-    class DeadlineExponentialRetry(ExponentialRetry):
+    base: Any = QueueRetry if service == "queue" else BlobRetry
+
+    class DeadlineExponentialRetry(base):
         def get_backoff_time(self, settings: dict[str, Any]) -> float:
             backoff = super().get_backoff_time(settings)
             deadline = current()
@@ -91,7 +95,8 @@ def blob_service_client(source: Mapping[str, str] | None = None) -> BlobServiceC
 
 
 def queue_service_client(source: Mapping[str, str] | None = None) -> QueueServiceClient:
-    """One queue service client per storage target per process, from the same forms the Functions host reads for queue
+    """One queue service client per storage target per process (bounded like the blob client: STORAGE_PROFILE's timeouts,
+    retries and pool, each attempt capped by the deadline), from the same forms the Functions host reads for queue
     triggers: the connection string in `AzureWebJobsStorage`, or `AzureWebJobsStorage__queueServiceUri` /
     `AzureWebJobsStorage__accountName` with the managed identity (Storage Queue Data Contributor)."""
     env = Env(source)
@@ -116,13 +121,13 @@ def queue_service_client(source: Mapping[str, str] | None = None) -> QueueServic
                 if "AccountName=" not in conn and "UseDevelopmentStorage" not in conn and "QueueEndpoint=" not in conn:
                     raise SettingsError(SETTING, "is not a storage connection string (expected AccountName=…;AccountKey=… or QueueEndpoint=…)")
                 try:
-                    client = QueueServiceClient.from_connection_string(conn)
+                    client = QueueServiceClient.from_connection_string(conn, **_client_kwargs("queue"))
                 except ValueError as exc:
                     raise SettingsError(SETTING, f"is not a valid storage connection string: {exc}") from None
             else:
                 from .azure_clients import credential
 
-                client = QueueServiceClient(account_url=key, credential=credential())
+                client = QueueServiceClient(account_url=key, credential=credential(), **_client_kwargs("queue"))
             _queue_services[key] = client
         return client
 

@@ -58,7 +58,9 @@ def assert_spans_descend_from_the_invocation(spans: list[dict[str, Any]]) -> Non
 
 
 def test_push_outcome_fields_arrive_and_http_calls_are_spans_of_the_invocation(make_emulator: Callable[..., Emulator]) -> None:
-    emu = make_emulator(scenario([{"tags": ["1.0"], "layers_mb": [2]}]))
+    # manifest attributes without a platform, so the push path reads the config blob through its signed storage link
+    emu = make_emulator(scenario([{"tags": ["1.0"], "layers_mb": [2]}],
+                                 faults=[{"match": "acr.manifests", "strip_fields": ["manifest.architecture", "manifest.os"]}]))
     digest = emu.world.registries[PREMIUM].repositories["app"].tags["1.0"].digest
     out = probe({"mode": "push", "event": event_for(emu, digest, "1.0")},
                 {"AUTOPILOT_PUSH_LOCK_CONTAINER": f"locks-otel-{os.getpid()}"})

@@ -272,6 +272,8 @@ class AcrAuthPolicy(HTTPPolicy):
         return response
 
 
-def repository_scope(repository: str, actions: str = "pull,push") -> str:
+def repository_scope(repository: str, actions: str = "pull,push,metadata_read") -> str:
+    """The push path's one token per repository: pull and push, and metadata_read for the manifest attributes (AcrPull/AcrPush
+    and the ABAC repository roles grant it with pull; the registry grants the requested actions the identity holds)."""
     return f"repository:{repository}:{actions}"
 

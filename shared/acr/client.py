@@ -293,6 +293,17 @@ class AcrClient:
             raise AcrError(f"blob {repository}@{digest} is not a JSON object", status=200, code="CONFIG_INVALID")
         return doc
 
+    def manifest_attributes(self, repository: str, digest: str) -> dict[str, Any]:
+        """`GET /acr/v1/{repo}/_manifests/{digest}`: ACR's attributes of one manifest (azure-containerregistry's
+        ManifestAttributesBase: digest, imageSize, architecture, os, references, tags), the inner `manifest` object."""
+        response = self._call("GET", f"/acr/v1/{repository}/_manifests/{digest}", repository)
+        body = self._json(response, "manifest attributes")
+        inner = body.get("manifest") if isinstance(body, dict) else None
+        if not isinstance(inner, dict):
+            raise AcrError(f"manifest attributes {repository}@{digest}: the answer has no manifest object", status=200,
+                           code="ATTRIBUTES_INVALID")
+        return inner
+
     # ----------------------------------------------------------------- streaming
     def streaming_operation(self, repository: str, digest: str) -> Operation | None:
         """The latest conversion of `digest`, or None (404 OPERATION_UNKNOWN)."""

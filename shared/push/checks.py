@@ -185,7 +185,12 @@ def check_manifest(manifest: ManifestDoc, max_bytes: int) -> ImageVerdict:
 
 
 def check_config(config: dict[str, Any]) -> ImageVerdict:
-    plat = f"{config.get('os', '?')}/{config.get('architecture', '?')}"
+    return check_platform(config.get("os"), config.get("architecture"))
+
+
+def check_platform(os_name: Any, architecture: Any) -> ImageVerdict:
+    """The image's platform, from ACR's manifest attributes or, when they do not carry it, the image config."""
+    plat = f"{os_name or '?'}/{architecture or '?'}"
     if plat != "linux/amd64":
         return ImageVerdict.skip(R_PLATFORM, "UNSUPPORTED_PLATFORM", f"the image is {plat}; only linux/amd64 can stream")
     return ImageVerdict(ok=True)

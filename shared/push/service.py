@@ -12,6 +12,7 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from ..acr import AcrClient, AcrError, Operation, TokenCache, client_for
+from ..acr.listing import ManifestAttributes
 from ..deadline import Deadline
 from ..locks import KeyLock, LockBusy
 from ..logs import log_event
@@ -19,7 +20,7 @@ from ..mediatypes import STREAMING_ARTIFACT_TYPE
 from ..publish import OutcomePublisher
 from ..settings import Env
 from . import outcomes as o
-from .checks import AUTHENTICATION, RegistryChecker, check_config, check_manifest
+from .checks import AUTHENTICATION, ImageVerdict, RegistryChecker, check_manifest, check_platform
 from .events import ImagePushed, RegistryRef, Rejection, parse_event
 from .outcomes import Outcome, TransientError
 from .settings import PUBLISH_SECONDS, PushSettings
@@ -214,12 +215,12 @@ class PushService:
             return o.skipped(verdict.reason or "unsupported", verdict.detail or "", code=verdict.code, **ids)
         if not verdict.is_index:
             try:
-                config = acr.blob_json(repo, verdict.config_digest or "", size=verdict.config_size)
+                platform = self._platform(acr, repo, digest, verdict)
             except AcrError as exc:
                 if exc.status == 404:
-                    return self._not_found(target, f"config blob {verdict.config_digest}")
+                    return self._not_found(target, f"manifest attributes or config blob of {repo}@{digest}")
                 raise
-            verdict = check_config(config)
+            verdict = check_platform(*platform)
             if not verdict.ok:
                 return o.skipped(verdict.reason or "unsupported", verdict.detail or "", code=verdict.code, **ids)
 
@@ -256,6 +257,16 @@ class PushService:
             return decision
         created = Outcome(o.CREATED, operation_id=op.id, detail=f"conversion {op.id} started ({op.status})", **ids)
         return self._wait(acr, created, op, wait_seconds, target) if wait_seconds > 0 else created
+
+    @staticmethod
+    def _platform(acr: AcrClient, repository: str, digest: str, verdict: ImageVerdict) -> tuple[Any, Any]:
+        """(os, architecture) of a single-platform image: ACR's manifest attributes carry them (one registry request, where
+        the config blob costs the registry's 307 plus the storage read); only when they do not is the config read."""
+        attributes = ManifestAttributes.from_body(acr.manifest_attributes(repository, digest))
+        if attributes.os and attributes.architecture:
+            return attributes.os, attributes.architecture
+        config = acr.blob_json(repository, verdict.config_digest or "", size=verdict.config_size)
+        return config.get("os"), config.get("architecture")
 
     def _auto_converts(self, acr: AcrClient, repository: str) -> bool:
         key = (acr.login_server, repository)

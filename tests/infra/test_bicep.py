@@ -20,6 +20,7 @@ BUILTIN_ROLES = {  # role definition GUID → built-in role name, for every role
     "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
     "d5a91429-5739-47e2-a06b-3470a27159e7": "EventGrid Data Sender",
+    "bfdb9389-c9a5-478a-bb2f-ba9ca092c3c7": "Container Registry Repository Catalog Lister",
 }
 
 
@@ -137,6 +138,19 @@ def test_every_role_infra_assigns_is_in_the_permissions_table_with_a_reason() ->
         assert rows and all(len(row.split("|")[-2].strip()) > 20 for row in rows), f"{name}: no row with a reason in docs/settings.md"
     for custom in ("Container Registry Repository Writer", "Artifact Streaming Autopilot (report)", "Artifact Streaming Autopilot (enforce)"):
         assert custom in table
+
+
+def test_abac_registries_get_the_catalog_lister_where_they_get_the_repository_writer() -> None:
+    main = (INFRA / "main.bicep").read_text()
+    topic = (INFRA / "registry-topic.bicep").read_text()
+    assert "param repositoryCatalogListerRoleId string = 'bfdb9389-c9a5-478a-bb2f-ba9ca092c3c7'" in main
+    assert ("catalogListerRoleId: contains(abacRegistryResourceIds, toLower(registryId)) ? repositoryCatalogListerRoleId : ''"
+            in main)  # legacy RBAC registries: AcrPush lists the catalog, no extra role
+    block = topic[topic.index("resource catalogListerRole"):]
+    block = block[:block.index("\n}\n")]
+    assert "= if (!empty(catalogListerRoleId))" in block and "scope: registry" in block
+    assert "subscriptionResourceId('Microsoft.Authorization/roleDefinitions', catalogListerRoleId)" in block
+    assert "principalType: 'ServicePrincipal'" in block and "condition" not in block.split("properties:")[1]
 
 
 def test_log_alerts_count_offending_rows(bicep: dict[str, Any]) -> None:

@@ -92,7 +92,7 @@ def test_a_rejected_access_token_is_renewed_once_and_the_call_succeeds(make_emul
     cache = TokenCache()
     client = AcrClient(reg.login_server, aad, token_cache=cache)
     client.referrers("app", digest)
-    cache.put((reg.login_server, "repository:app:pull,push"), "eyJhbGciOiJub25lIn0.eyJleHAiOjk5OTk5OTk5OTl9.c2ln")  # revoked
+    cache.put((reg.login_server, "repository:app:pull,push,metadata_read"), "eyJhbGciOiJub25lIn0.eyJleHAiOjk5OTk5OTk5OTl9.c2ln")  # revoked
     mark = emu.request_mark()
     assert client.referrers("app", digest) == []
     calls = [(r["path"].split("/")[-1][:9], r["status"]) for r in emu.requests_since(mark, service="acr")]

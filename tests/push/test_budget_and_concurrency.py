@@ -43,12 +43,14 @@ def test_request_budget_per_event(push_stack):
     # the first write in a repository also reads its auto-conversion setting once (cached per repository, like its token)
     first = invoke(stack, event_for(stack.emu, digest["new-first"], "new-first"))
     assert ("GET", "/acr/v1/app/_streaming") in first and len(first) == 6
-    # warm, new single-platform image: referrers, manifest, config blob, operation check, create = 5
+    # warm, new single-platform image: referrers, manifest, manifest attributes (os/architecture; no config blob, so no
+    # 307 and no storage read), operation check, create = 5 registry requests and nothing else
+    mark = stack.emu.request_mark()
     single = invoke(stack, event_for(stack.emu, digest["new-single"], "new-single"))
-    assert [m for m, _ in single] == ["GET", "GET", "GET", "GET", "POST"] and len(single) <= 5
-    assert single[0] == ("GET", f"/v2/app/referrers/{digest['new-single']}")
-    assert single[1][1].startswith("/v2/app/manifests/") and single[2][1].startswith("/v2/app/blobs/")
-    assert single[3] == ("GET", f"/acr/v1/app/_streaming/{digest['new-single']}")
+    assert single == [("GET", f"/v2/app/referrers/{digest['new-single']}"), ("GET", f"/v2/app/manifests/{digest['new-single']}"),
+                      ("GET", f"/acr/v1/app/_manifests/{digest['new-single']}"),
+                      ("GET", f"/acr/v1/app/_streaming/{digest['new-single']}"), ("POST", f"/acr/v1/app/_streaming/{digest['new-single']}")]
+    assert not [r for r in stack.emu.requests_since(mark) if "/blobs/" in r["path"] or r["service"] not in ("acr", "arm", "eventgrid")]
     # warm, new index: referrers of the index, manifest, operation check, create = 4
     index = invoke(stack, event_for(stack.emu, digest["new-index"], "new-index"))
     assert index == [("GET", f"/v2/app/referrers/{digest['new-index']}"), ("GET", f"/v2/app/manifests/{digest['new-index']}"),
@@ -152,3 +154,20 @@ def test_lost_answers_to_the_conversion_post_never_start_a_second_conversion(pus
         assert len(stack.operations(digest)) == 1, digest  # the lost answer's conversion was found, not repeated
         assert len(stack.referrers(digest)) == 1, digest
     assert stack.eventgrid.dead_letters == []
+
+
+def test_platform_from_the_config_when_the_manifest_attributes_do_not_carry_it(push_stack):
+    """azure-containerregistry's model makes architecture/os optional: an answer without them costs the config read, not a guess."""
+    stack = push_stack(faults=[{"match": "acr.manifests", "strip_fields": ["manifest.architecture", "manifest.os"]}])
+    arm = stack.push(tags=["arm"], platforms=["linux/arm64"], layers_mb=[2], seed="attrs-arm")
+    amd = stack.push(tags=["amd"], layers_mb=[2], seed="attrs-amd")
+    service = PushService.from_env(token_cache=TokenCache())
+    mark = stack.emu.request_mark()
+    skipped = service.handle_event(event_for(stack.emu, arm, "arm"))
+    paths = [p for _m, p in registry_requests(stack.emu, mark)]
+    assert skipped.outcome == "skipped" and skipped.code == "UNSUPPORTED_PLATFORM", skipped
+    assert paths[-3:-1] == [f"/v2/app/manifests/{arm}", f"/acr/v1/app/_manifests/{arm}"] and paths[-1].startswith("/v2/app/blobs/")
+    mark = stack.emu.request_mark()
+    created = service.handle_event(event_for(stack.emu, amd, "amd"))
+    assert created.outcome == "created", created
+    assert any(p.startswith("/v2/app/blobs/") for _m, p in registry_requests(stack.emu, mark))
