@@ -54,82 +54,61 @@ def configured(source: Mapping[str, str] | None = None) -> bool:
                                       f"{SETTING}__accountName"))
 
 
-def blob_service_client(source: Mapping[str, str] | None = None) -> BlobServiceClient:
-    """One client per storage target per process.
+_PURPOSE = {"blob": "the app keeps its locks and reports there", "queue": "the app keeps its work queues there"}
 
-    Accepts the two forms the Functions host accepts: a connection string in `AzureWebJobsStorage` (Azurite, or an account
-    key), or identity-based `AzureWebJobsStorage__blobServiceUri` / `AzureWebJobsStorage__accountName` with the managed identity.
-    """
+
+def _service_client(service: str, cache: dict[str, Any], client_class: Any, source: Mapping[str, str] | None) -> Any:
+    """One client of `service` ("blob" or "queue") per storage target per process, from the forms the Functions host reads:
+    the connection string in `AzureWebJobsStorage`, or `AzureWebJobsStorage__{service}ServiceUri` / `__accountName` with
+    the managed identity."""
     env = Env(source)
     conn = env.str(SETTING)
-    uri = env.str(f"{SETTING}__blobServiceUri")
+    uri = env.str(f"{SETTING}__{service}ServiceUri")
     account = env.str(f"{SETTING}__accountName")
     if conn is None and uri is None and account:
-        uri = f"https://{account}.blob.core.windows.net"
+        uri = f"https://{account}.{service}.core.windows.net"
     key = conn or uri
     if key is None:
         raise SettingsError(
             SETTING,
-            "is not set: give a storage connection string, or AzureWebJobsStorage__blobServiceUri / __accountName "
-            "for the managed identity (the app keeps its locks and reports there)",
+            f"is not set: give a storage connection string, or AzureWebJobsStorage__{service}ServiceUri / __accountName "
+            f"for the managed identity ({_PURPOSE[service]})",
         )
     with _lock:
-        client = _clients.get(key)
+        client = cache.get(key)
         if client is None:
-            from azure.storage.blob import BlobServiceClient
-
             if conn is not None:
-                if "AccountName=" not in conn and "UseDevelopmentStorage" not in conn and "BlobEndpoint=" not in conn:
-                    raise SettingsError(SETTING, "is not a storage connection string (expected AccountName=…;AccountKey=… or BlobEndpoint=…)")
+                endpoint = f"{service.capitalize()}Endpoint="
+                if "AccountName=" not in conn and "UseDevelopmentStorage" not in conn and endpoint not in conn:
+                    raise SettingsError(SETTING, f"is not a storage connection string (expected AccountName=…;AccountKey=… or {endpoint}…)")
                 try:
-                    client = BlobServiceClient.from_connection_string(conn, **_client_kwargs())
+                    client = client_class.from_connection_string(conn, **_client_kwargs(service))
                 except ValueError as exc:
                     raise SettingsError(SETTING, f"is not a valid storage connection string: {exc}") from None
             else:
                 from .azure_clients import credential
 
-                assert uri is not None  # key is conn or uri, and conn is None here
-                client = BlobServiceClient(account_url=uri, credential=credential(), **_client_kwargs())
-            _clients[key] = client
+                client = client_class(account_url=key, credential=credential(), **_client_kwargs(service))
+            cache[key] = client
         return client
+
+
+def blob_service_client(source: Mapping[str, str] | None = None) -> BlobServiceClient:
+    """The app's blob service client (leases, reports, sweep state): a connection string in `AzureWebJobsStorage` (Azurite,
+    or an account key), or identity-based `AzureWebJobsStorage__blobServiceUri` / `__accountName`."""
+    from azure.storage.blob import BlobServiceClient
+
+    client: BlobServiceClient = _service_client("blob", _clients, BlobServiceClient, source)
+    return client
 
 
 def queue_service_client(source: Mapping[str, str] | None = None) -> QueueServiceClient:
-    """One queue service client per storage target per process (bounded like the blob client: STORAGE_PROFILE's timeouts,
-    retries and pool, each attempt capped by the deadline), from the same forms the Functions host reads for queue
-    triggers: the connection string in `AzureWebJobsStorage`, or `AzureWebJobsStorage__queueServiceUri` /
-    `AzureWebJobsStorage__accountName` with the managed identity (Storage Queue Data Contributor)."""
-    env = Env(source)
-    conn = env.str(SETTING)
-    uri = env.str(f"{SETTING}__queueServiceUri")
-    account = env.str(f"{SETTING}__accountName")
-    if conn is None and uri is None and account:
-        uri = f"https://{account}.queue.core.windows.net"
-    key = conn or uri
-    if key is None:
-        raise SettingsError(
-            SETTING,
-            "is not set: give a storage connection string, or AzureWebJobsStorage__queueServiceUri / __accountName "
-            "for the managed identity (the app keeps its work queues there)",
-        )
-    with _lock:
-        client = _queue_services.get(key)
-        if client is None:
-            from azure.storage.queue import QueueServiceClient
+    """The app's queue service client (work queues of the sweep and the audit fan-out), from the same forms the Functions
+    host reads for queue triggers (identity-based: Storage Queue Data Contributor)."""
+    from azure.storage.queue import QueueServiceClient
 
-            if conn is not None:
-                if "AccountName=" not in conn and "UseDevelopmentStorage" not in conn and "QueueEndpoint=" not in conn:
-                    raise SettingsError(SETTING, "is not a storage connection string (expected AccountName=…;AccountKey=… or QueueEndpoint=…)")
-                try:
-                    client = QueueServiceClient.from_connection_string(conn, **_client_kwargs("queue"))
-                except ValueError as exc:
-                    raise SettingsError(SETTING, f"is not a valid storage connection string: {exc}") from None
-            else:
-                from .azure_clients import credential
-
-                client = QueueServiceClient(account_url=key, credential=credential(), **_client_kwargs("queue"))
-            _queue_services[key] = client
-        return client
+    client: QueueServiceClient = _service_client("queue", _queue_services, QueueServiceClient, source)
+    return client
 
 
 def queue_client(name: str, source: Mapping[str, str] | None = None) -> QueueClient:
