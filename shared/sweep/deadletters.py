@@ -73,13 +73,15 @@ class DeadLetters:
         for name in self._pending():
             result.blobs_seen += 1
             try:
-                downloader = self.container.download_blob(name)
-                raw = b"" if (downloader.size or 0) > MAX_BLOB_BYTES else downloader.readall()
+                # The first GET asks for at most the cap + 1 byte, so an oversized blob is never read in whole.
+                downloader = self.container.download_blob(name, offset=0, length=MAX_BLOB_BYTES + 1)
+                size = downloader.properties.size or 0
+                raw = b"" if size > MAX_BLOB_BYTES else downloader.readall()
             except ResourceNotFoundError:
                 continue  # another worker handled it
             try:
                 if not raw:
-                    raise ValueError(f"{downloader.size} bytes is not a dead-letter blob (empty, or over {MAX_BLOB_BYTES})")
+                    raise ValueError(f"{size} bytes is not a dead-letter blob (empty, or over {MAX_BLOB_BYTES})")
                 events = _events(raw)
             except (ValueError, UnicodeDecodeError) as exc:
                 tally = result.tally("(dead letters)")

@@ -196,6 +196,11 @@ def test_a_dead_lettered_push_event_is_recovered_and_malformed_blobs_set_aside(s
     assert isinstance(body, list) and body[0]["deadLetterReason"] and body[0]["deliveryAttempts"] == 1
     assert {"lastDeliveryOutcome", "publishTime", "lastDeliveryAttemptTime", "lastHttpStatusCode"} <= set(body[0])
     blobs.upload_blob("SOMETOPIC/SUB/2026/1/2/3/broken.json", b"{not json")
+    # an oversized blob is refused by its size (the read asks for at most the cap + 1 byte) and set aside like a broken one
+    from shared.sweep import deadletters
+
+    monkeypatch.setattr(deadletters, "MAX_BLOB_BYTES", 64 * 1024)
+    blobs.upload_blob("SOMETOPIC/SUB/2026/1/2/3/huge.json", b"[" + b" " * (100 * 1024) + b"]")
     SweepService.from_env()  # settings valid
     _, out, _ = run_cli("--registry", PREMIUM, "--format", "json")
     report = json.loads(out)
@@ -204,8 +209,9 @@ def test_a_dead_lettered_push_event_is_recovered_and_malformed_blobs_set_aside(s
     names = {b.name for b in blobs.list_blobs()}
     assert f"handled/{dead['blob']}" in names and dead["blob"] not in names
     assert "malformed/SOMETOPIC/SUB/2026/1/2/3/broken.json" in names
+    assert "malformed/SOMETOPIC/SUB/2026/1/2/3/huge.json" in names
     bad = row(report, "(dead letters)")
-    assert bad["dead_letters_malformed"] == 1 and bad["failed"] == {"MALFORMED_DEAD_LETTER": 1}
+    assert bad["dead_letters_malformed"] == 2 and bad["failed"] == {"MALFORMED_DEAD_LETTER": 2}
     # a second run does not handle that blob again (later dead letters, e.g. the streaming artifact's own push, are new)
     _code, out, _ = run_cli("--registry", PREMIUM, "--format", "json")
     assert stack.ops_per_digest().get(digest) == 1 and f"handled/{dead['blob']}" in {b.name for b in blobs.list_blobs()}
