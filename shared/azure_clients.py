@@ -186,15 +186,19 @@ def env_settings() -> dict[str, Any]:
 
 def _bounded_transport_class() -> type:
     from azure.core.pipeline.transport import RequestsTransport
+    from requests import PreparedRequest, Session
     from requests.adapters import HTTPAdapter
+    from requests.structures import CaseInsensitiveDict
     from urllib3.util.retry import Retry
 
     class _Adapter(HTTPAdapter):
-        """Sets a pool's CA once, not on every request (two filesystem stats per request otherwise)."""
+        """Sets a pool's CA once, not on every request (two filesystem stats per request otherwise), and works out a host's
+        pool key once (requests parses the URL and stats the CA bundle path for it on every request)."""
 
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self._verified: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+            self._pool_keys: dict[tuple[str, Any, Any], tuple[dict[str, Any], dict[str, Any]]] = {}
 
         def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
             if self._verified.get(conn) == (verify, cert):
@@ -202,11 +206,56 @@ def _bounded_transport_class() -> type:
             super().cert_verify(conn, url, verify, cert)
             self._verified[conn] = (verify, cert)
 
+        def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
+            # the key depends on the scheme, host and port (the URL up to its path) and the TLS settings only
+            origin = "/".join(str(request.url).split("/", 3)[:3])
+            key = (origin, verify, cert if not isinstance(cert, list) else tuple(cert))
+            found = self._pool_keys.get(key)
+            if found is None:
+                found = super().build_connection_pool_key_attributes(request, verify, cert)
+                if len(self._pool_keys) < 64:  # a handful of hosts per client; never grows without bound
+                    self._pool_keys[key] = found
+            return dict(found[0]), dict(found[1])
+
+    class _Session(Session):
+        """requests.Session for what azure-core's transport sends: the request's own headers and body, no params, auth,
+        cookies or hooks of its own, and (without proxy variables) no environment. Those are prepared with the session's
+        headers and cookies as requests would, without its general merging (new cookie jars, settings merged key by key,
+        proxies merged with nothing); anything else goes through requests' own path."""
+
+        def prepare_request(self, request: Any) -> Any:
+            if (self.trust_env or request.params or request.auth or request.cookies or self.auth or self.params
+                    or any(self.hooks.values())):
+                return super().prepare_request(request)
+            headers = CaseInsensitiveDict(self.headers)
+            for name, value in (request.headers or {}).items():  # the request's value wins; None removes a header
+                if value is None:
+                    headers.pop(name, None)
+                else:
+                    headers[name] = value
+            prepared = PreparedRequest()
+            prepared.prepare(method=request.method.upper(), url=request.url, files=request.files, data=request.data,
+                             json=request.json, headers=headers, params=request.params, auth=None, cookies=self.cookies,
+                             hooks=request.hooks)
+            return prepared
+
+        def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+            if self.trust_env or proxies or self.proxies:
+                return super().merge_environment_settings(url, proxies, stream, verify, cert)
+            return {"proxies": {}, "stream": self.stream if stream is None else stream,
+                    "verify": self.verify if verify is None else verify, "cert": self.cert if cert is None else cert}
+
     class _BoundedTransport(RequestsTransport):
         def __init__(self, profile: HttpProfile) -> None:
             env = env_settings()
             super().__init__(connection_timeout=profile.connect_timeout, read_timeout=profile.read_timeout, **env)
             self.profile = profile
+
+        def open(self) -> None:
+            if getattr(self, "session", None) is None and self._session_owner and not self._has_been_opened:
+                self.session = _Session()
+                self._init_session(self.session)
+            super().open()
 
         def _init_session(self, session: Any) -> None:
             super()._init_session(session)
