@@ -56,5 +56,7 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
     With telemetry on (shared.telemetry), OpenTelemetry's logging handler exports the record's attributes, which
     Application Insights shows as customDimensions (`customDimensions.outcome`, `customDimensions["by_state.error"]`).
     """
+    if not logger.isEnabledFor(level):
+        return  # no handler would see it (the level is below the logger's): neither the JSON nor the attributes are built
     payload = {"event": event, **{k: v for k, v in fields.items() if v is not None}}
     logger.log(level, json.dumps(payload, default=str, sort_keys=False), extra=dimensions(payload))
