@@ -190,17 +190,33 @@ def _bounded_transport_class() -> type:
     from urllib3.util.retry import Retry
 
     class _Adapter(HTTPAdapter):
-        """Sets a pool's CA once, not on every request (two filesystem stats per request otherwise)."""
+        """Sets a pool's CA once, not on every request (two filesystem stats per request otherwise), and works out a
+        request's connection pool once per origin."""
 
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self._verified: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+            self._pool_keys: dict[tuple[Any, Any, Any], tuple[dict[str, Any], dict[str, Any]]] = {}
 
         def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
             if self._verified.get(conn) == (verify, cert):
                 return
             super().cert_verify(conn, url, verify, cert)
             self._verified[conn] = (verify, cert)
+
+        def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
+            """Once per origin and TLS settings (requests' documented override point): requests would otherwise parse
+            the URL and stat the CA bundle path (is it a directory?) on every request."""
+            url = request.url or ""
+            end = url.find("/", url.find("://") + 3)
+            key = (url if end < 0 else url[:end], verify, cert if not isinstance(cert, list) else tuple(cert))
+            found = self._pool_keys.get(key)
+            if found is None:
+                found = super().build_connection_pool_key_attributes(request, verify, cert)
+                if len(self._pool_keys) >= 256:
+                    self._pool_keys.clear()
+                self._pool_keys[key] = found
+            return dict(found[0]), dict(found[1])
 
     class _BoundedTransport(RequestsTransport):
         def __init__(self, profile: HttpProfile) -> None:

@@ -1,10 +1,11 @@
-"""The audit fanned out over the Storage queue: plan → one message per work item → workers → one run record → final step.
+"""The audit fanned out over the Storage queue: plan → one message per batch of work items → workers → one run record → final step.
 
-- `start_run` (the timer): plans the run, writes `runs/<run>/plan.json`, puts one message per subscription on the queue
-  `autopilot-audit`, and one `finalize` message that comes back every few seconds until every item is in (the worker
-  whose item completes the count on `runs/<run>/done`, an append blob, sends one at once).
+- `start_run` (the timer): plans the run, writes `runs/<run>/plan.json`, puts one message per batch of consecutive
+  subscriptions (`AUTOPILOT_AUDIT_FANOUT_BATCH`) on the queue `autopilot-audit`, and one `finalize` message that comes
+  back every few seconds until every message is recorded (the worker whose message completes the count on
+  `runs/<run>/done`, an append blob, sends one at once).
 - `handle_message` (the queue-triggered function, on any number of instances): an item message discovers and classifies
-  one subscription and writes `runs/<run>/items/<index>.json` (compact rows, remediation targets); writing it again on a
+  its subscriptions and writes `runs/<run>/items/<index>.json` (compact rows, remediation targets); writing it again on a
   redelivery changes nothing. A finalize message, once all items are in (or the run budget is spent), claims the run
   (`runs/<run>/finalizer`, created only if absent: one winner), remediates in enforce mode — so the cap and one pool per
   cluster hold across workers — and streams the report from the records in plan order.
@@ -51,6 +52,11 @@ log = logging.getLogger("autopilot.audit.fanout")
 QUEUE_NAME = "autopilot-audit"  # the agreed work queue (poison messages go to autopilot-audit-poison)
 FINALIZE_POLL_SECONDS = 5  # how soon an unfinished run's finalize message comes back
 WORKER_BATCH = 8  # host.json extensions.queues.batchSize: invocations one worker runs at once
+# A message may hold 64 KiB and the host base64-encodes it (host.json messageEncoding): 48 KiB of JSON. A batch whose
+# pending remediations would not fit sends them in a blob instead.
+MESSAGE_LIMIT = 48 * 1024
+AUTO_BATCH_MESSAGES = 100  # auto batch size: at least this many messages per run (every instance's batch stays full) ...
+AUTO_BATCH_MAX = 10  # ... and at most this many subscriptions per message (one invocation's deadline covers them)
 _worker_clients: dict[tuple[Any, int], Clients] = {}
 _clients_lock = threading.Lock()
 T = TypeVar("T")
@@ -90,19 +96,48 @@ def start_run(settings: AuditSettings, *, store: ReportStore | None = None, queu
     finally:
         clients.close()
     run_id = uuid.uuid4().hex[:12]
+    batch = batch_size(settings.fanout_batch, len(work))
     record: dict[str, Any] = {"run_id": run_id, "started_at": _iso(started), "mode": settings.mode, "effective_mode": effective,
-              "notes": notes, "deadline": time.time() + settings.run_budget_seconds, "count": len(work),
-              "items": [w.as_dict() for w in work], "errors": [r.as_dict() for r in errors]}
+              "notes": notes, "deadline": time.time() + settings.run_budget_seconds, "count": -(-len(work) // batch),
+              "batch": batch, "items": [w.as_dict() for w in work], "errors": [r.as_dict() for r in errors]}
     container = store.blobs()
     container.upload_blob(f"{run_prefix(run_id)}plan.json", _compact(record), overwrite=True)
     container.get_blob_client(f"{run_prefix(run_id)}done").create_append_blob()
-    for index, item in enumerate(work):
-        queue.send_message(json.dumps({
-            "kind": "item", "run": run_id, "index": index, "count": len(work), "item": item.as_dict(), "mode": effective,
-            "pending": [p.as_dict() for p in pending.get(item.subscription_id, [])]}))
+    for index, message in enumerate(work_messages(run_id, work, record["batch"], effective, pending)):
+        text = json.dumps(message)
+        if len(text) > MESSAGE_LIMIT:  # many earlier remediations still running: they travel in a blob
+            name = f"{run_prefix(run_id)}pending/{index:06d}.json"
+            container.upload_blob(name, _compact(message.pop("pending")), overwrite=True)
+            text = json.dumps({**message, "pending_blob": name})
+        queue.send_message(text)
     queue.send_message(json.dumps({"kind": "finalize", "run": record["run_id"]}), visibility_timeout=1)
-    log.info("audit run %s planned: %d work item(s) on queue %s", record["run_id"], len(work), QUEUE_NAME)
+    log.info("audit run %s planned: %d subscription(s) in %d message(s) on queue %s", run_id, len(work), record["count"],
+             QUEUE_NAME)
     return record
+
+
+def batch_size(configured: int, subscriptions: int) -> int:
+    """Subscriptions per work message: the setting, or (0, auto) enough messages to keep every instance busy, at most
+    AUTO_BATCH_MAX each. Fewer messages are fewer storage operations (receive, delete, record, count) per subscription."""
+    if configured > 0:
+        return configured
+    return max(1, min(AUTO_BATCH_MAX, subscriptions // AUTO_BATCH_MESSAGES))
+
+
+def work_messages(run_id: str, work: list[WorkItem], batch: int, mode: str,
+                  pending: dict[str, list[PendingRemediation]]) -> Iterator[dict[str, Any]]:
+    """One message per batch of consecutive work items (plan order), with the earlier remediations to verify in them."""
+    count = -(-len(work) // batch)
+    for index in range(count):
+        items = work[index * batch:(index + 1) * batch]
+        yield {"kind": "item", "run": run_id, "index": index, "count": count, "items": [w.as_dict() for w in items],
+               "mode": mode, "pending": [p.as_dict() for w in items for p in pending.get(w.subscription_id, [])]}
+
+
+def batch_of(record: dict[str, Any], index: int) -> list[dict[str, Any]]:
+    """The plan's work items (as dicts) that message `index` carries."""
+    batch = int(record.get("batch") or 1)
+    return list(record["items"][index * batch:(index + 1) * batch])
 
 
 def handle_message(settings: AuditSettings, message: dict[str, Any], *, store: ReportStore | None = None,
@@ -141,16 +176,36 @@ def item_concurrency(settings: AuditSettings) -> int:
 
 
 def process_item(settings: AuditSettings, store: ReportStore, message: dict[str, Any]) -> ItemResult:
-    item = WorkItem(str(message["item"]["subscription_id"]), str(message["item"].get("display_name") or ""))
-    pending = [PendingRemediation(**p) for p in message.get("pending") or []]
-    deadline = Deadline.after(settings.run_budget_seconds)  # this invocation's: one subscription's requests and retries
+    """Audit a message's work items (in plan order) and write their record: rows, remediation targets, pending ones."""
+    raw_items = message.get("items") or [message["item"]]  # "item": a message queued by a planner before batches
+    items = [WorkItem(str(i["subscription_id"]), str(i.get("display_name") or "")) for i in raw_items]
+    pending: dict[str, list[PendingRemediation]] = {}
+    for p in message_pending(store, message):
+        pending.setdefault(p.subscription_id, []).append(p)
+    deadline = Deadline.after(settings.run_budget_seconds)  # this invocation's: its subscriptions' requests and retries
     share = dataclasses.replace(settings, concurrency=item_concurrency(settings))
-    runner = ItemRunner(share, worker_clients(settings), str(message["mode"]), deadline, {item.subscription_id: pending})
-    result = next(iter(runner.run([item])))
+    runner = ItemRunner(share, worker_clients(settings), str(message["mode"]), deadline, pending)
+    result = ItemResult(item=items[0])
+    for part in runner.run(items):
+        result.rows += part.rows
+        result.targets += part.targets
+        result.still_pending += part.still_pending
+        result.clusters += part.clusters
     body = {"rows": [r.as_dict() for r in result.rows], "targets": [t.as_dict() for t, _ in result.targets],
             "still_pending": [p.as_dict() for p in result.still_pending], "clusters": result.clusters}
     store.blobs().upload_blob(item_blob(str(message["run"]), int(message["index"])), _compact(body), overwrite=True)
     return result
+
+
+def message_pending(store: ReportStore, message: dict[str, Any]) -> list[PendingRemediation]:
+    """The earlier remediations a message's subscriptions have running: in the message, or in the blob it names."""
+    raw = message.get("pending") or []
+    name = message.get("pending_blob")
+    if name:
+        if not str(name).startswith(run_prefix(str(message["run"]))):
+            raise ValueError(f"audit message names pending blob {name!r} outside its run's record; not read")
+        raw = json.loads(store.blobs().download_blob(str(name)).readall())
+    return [PendingRemediation(**p) for p in raw]
 
 
 def ordered_map(fn: Callable[[T], R], items: list[T], workers: int) -> Iterator[R]:
@@ -273,9 +328,9 @@ def _finalize(settings: AuditSettings, store: ReportStore, record: dict[str, Any
         yield [ReportRow.from_dict(r) for r in record["errors"]]
         for index, body in enumerate(ordered_map(read, indices, settings.concurrency)):
             if body is None:
-                item = record["items"][index]
                 yield [error_row(item["subscription_id"], "", "", "work item not processed within the run budget "
-                                 "(AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS); see the autopilot-audit-poison queue", item["display_name"])]
+                                 "(AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS); see the autopilot-audit-poison queue", item["display_name"])
+                       for item in batch_of(record, index)]
                 continue
             rows = [changed.get(str(r.get("resource_id") or "").lower()) or ReportRow.from_dict(r) for r in body["rows"]]
             events.extend(r for r in rows if r.action in ("enabled", "remediation-started", "failed", "verified"))
