@@ -234,7 +234,12 @@ def _arm_counts(endpoints: dict[str, Any], mark: int) -> dict[str, Any]:
     for r in log:
         key = f"{r['method']} {r['endpoint_class']}"
         by_kind[key] = by_kind.get(key, 0) + 1
-    return {"arm_requests": len(log), "arm_requests_by_kind": dict(sorted(by_kind.items()))}
+    first = min((r["ts"] for r in log), default=0.0)
+    per_5s: dict[int, int] = {}
+    for r in log:  # throughput over the run: where it was latency-bound, where it idled
+        per_5s[int((r["ts"] - first) // 5)] = per_5s.get(int((r["ts"] - first) // 5), 0) + 1
+    return {"arm_requests": len(log), "arm_requests_by_kind": dict(sorted(by_kind.items())),
+            "arm_requests_per_5s": [per_5s.get(i, 0) for i in range(max(per_5s, default=-1) + 1)]}
 
 
 def _cpu_seconds(pid: int) -> float:

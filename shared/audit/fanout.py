@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import threading
@@ -51,13 +50,12 @@ from .settings import AuditSettings
 log = logging.getLogger("autopilot.audit.fanout")
 QUEUE_NAME = "autopilot-audit"  # the agreed work queue (poison messages go to autopilot-audit-poison)
 FINALIZE_POLL_SECONDS = 5  # how soon an unfinished run's finalize message comes back
-WORKER_BATCH = 8  # host.json extensions.queues.batchSize: invocations one worker runs at once
 # A message may hold 64 KiB and the host base64-encodes it (host.json messageEncoding): 48 KiB of JSON. A batch whose
 # pending remediations would not fit sends them in a blob instead.
 MESSAGE_LIMIT = 48 * 1024
 AUTO_BATCH_MESSAGES = 100  # auto batch size: at least this many messages per run (every instance's batch stays full) ...
 AUTO_BATCH_MAX = 10  # ... and at most this many subscriptions per message (one invocation's deadline covers them)
-_worker_clients: dict[tuple[Any, int], Clients] = {}
+_worker_clients: dict[tuple[Any, int], tuple[Clients, ThreadPoolExecutor]] = {}
 _clients_lock = threading.Lock()
 T = TypeVar("T")
 R = TypeVar("R")
@@ -157,22 +155,18 @@ def handle_message(settings: AuditSettings, message: dict[str, Any], *, store: R
     raise ValueError(f"not an audit work message (kind {kind!r}); expected 'item' or 'finalize'")
 
 
-def worker_clients(settings: AuditSettings) -> Clients:
-    """The worker process's clients, shared by its concurrent invocations (one connection pool, no TLS handshake per
-    message), sized for host.json's batchSize invocations at once."""
+def worker_clients(settings: AuditSettings) -> tuple[Clients, ThreadPoolExecutor]:
+    """The worker process's clients and request threads, shared by all its concurrent invocations (host.json batchSize):
+    one connection pool (no TLS handshake per message) and AUTOPILOT_AUDIT_CONCURRENCY requests in flight per instance,
+    however many invocations run — each invocation's pages queue on the same threads."""
     key = (settings.azure, settings.concurrency)
     with _clients_lock:
-        clients = _worker_clients.get(key)
-        if clients is None:
-            clients = _worker_clients[key] = Clients(settings.azure, item_concurrency(settings) * WORKER_BATCH)
-        return clients
-
-
-def item_concurrency(settings: AuditSettings) -> int:
-    """AUTOPILOT_AUDIT_CONCURRENCY is per instance: a worker runs up to WORKER_BATCH invocations at once, so each gets its
-    share (at least 2): 16 in flight per worker at the default 16. More threads than that only contend for the interpreter
-    and cost CPU per request (profiled: docs/performance.md, "The fanned-out variant: where the CPU goes")."""
-    return max(2, -(-settings.concurrency // WORKER_BATCH))
+        shared = _worker_clients.get(key)
+        if shared is None:
+            shared = _worker_clients[key] = (
+                Clients(settings.azure, settings.concurrency),
+                ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="audit-worker"))
+        return shared
 
 
 def process_item(settings: AuditSettings, store: ReportStore, message: dict[str, Any]) -> ItemResult:
@@ -183,8 +177,8 @@ def process_item(settings: AuditSettings, store: ReportStore, message: dict[str,
     for p in message_pending(store, message):
         pending.setdefault(p.subscription_id, []).append(p)
     deadline = Deadline.after(settings.run_budget_seconds)  # this invocation's: its subscriptions' requests and retries
-    share = dataclasses.replace(settings, concurrency=item_concurrency(settings))
-    runner = ItemRunner(share, worker_clients(settings), str(message["mode"]), deadline, pending)
+    clients, threads = worker_clients(settings)
+    runner = ItemRunner(settings, clients, str(message["mode"]), deadline, pending, executor=threads)
     result = ItemResult(item=items[0])
     for part in runner.run(items):
         result.rows += part.rows

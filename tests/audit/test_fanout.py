@@ -186,12 +186,15 @@ def test_the_final_step_skips_only_records_that_every_recording_says_have_nothin
     assert plain_items(done) == {0: 3, 4: 1}
 
 
-def test_audit_concurrency_is_per_worker_instance_shared_by_its_batch():
-    from types import SimpleNamespace
+def test_audit_concurrency_is_per_worker_instance_shared_by_its_invocations():
+    from shared.audit.fanout import worker_clients
+    from shared.audit.settings import AuditSettings
+    from shared.settings import Env
 
-    from shared.audit.fanout import WORKER_BATCH, item_concurrency
+    from .test_audit_emulator import BASE_ENV
 
-    assert WORKER_BATCH == 8  # host.json batchSize
-    assert item_concurrency(SimpleNamespace(concurrency=16)) * WORKER_BATCH == 16  # 2 threads per invocation
-    assert item_concurrency(SimpleNamespace(concurrency=64)) == 8
-    assert item_concurrency(SimpleNamespace(concurrency=4)) == 2  # never fewer than 2: a subscription's pages overlap
+    sixteen = AuditSettings.from_env(Env({**BASE_ENV, "AUTOPILOT_AUDIT_CONCURRENCY": "16"}))
+    clients, threads = worker_clients(sixteen)
+    assert worker_clients(sixteen) == (clients, threads)  # every invocation of the instance: the same pool and threads
+    assert threads._max_workers == 16 and clients.profile.pool_size >= 16
+    assert worker_clients(AuditSettings.from_env(Env({**BASE_ENV, "AUTOPILOT_AUDIT_CONCURRENCY": "4"})))[1]._max_workers == 4
