@@ -59,6 +59,28 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   }
 }
 
+// The fanned-out audit's run records (runs/<run>/: plan, per-message records, counts) are read only while their run is
+// open; a run whose finalizer died is never reported, so nothing else would remove its record.
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'expire-audit-run-records'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: { blobTypes: [ 'blockBlob', 'appendBlob' ], prefixMatch: [ '${containers.audit}/runs/' ] }
+            actions: { baseBlob: { delete: { daysAfterModificationGreaterThan: 7 } } }
+          }
+        }
+      ]
+    }
+  }
+}
+
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
   name: 'default'
