@@ -6,9 +6,10 @@
   `runs/<run>/done`, an append blob, sends one at once).
 - `handle_message` (the queue-triggered function, on any number of instances): an item message discovers and classifies
   its subscriptions and writes `runs/<run>/items/<index>.json` (compact rows, remediation targets); writing it again on a
-  redelivery changes nothing. A finalize message, once all items are in (or the run budget is spent), claims the run
-  (`runs/<run>/finalizer`, created only if absent: one winner), remediates in enforce mode — so the cap and one pool per
-  cluster hold across workers — and streams the report from the records in plan order.
+  redelivery changes nothing. A finalize message, once all items are in (or the run budget is spent), takes the final
+  step's lease (`finalizer/shard-0000`, renewed while held, lapsing if its holder dies), remediates in enforce mode — so
+  the cap and one pool per cluster hold across workers — streams the report from the records in plan order and marks
+  the run `runs/<run>/reported`; a finalize message for a reported run does nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from shared.deadline import Deadline
+from shared.locks import BlobLeaseLock, LockBusy
 
 from .discovery import Clients, error_row, plan
 from .items import ItemResult, ItemRunner, Target
@@ -57,6 +59,9 @@ AUTO_BATCH_MESSAGES = 100  # auto batch size: at least this many messages per ru
 AUTO_BATCH_MAX = 10  # ... and at most this many subscriptions per message (one invocation's deadline covers them)
 _worker_clients: dict[tuple[Any, int], tuple[Clients, ThreadPoolExecutor]] = {}
 _clients_lock = threading.Lock()
+_finalizer_locks: dict[tuple[int, str], BlobLeaseLock] = {}
+FINALIZER_LEASE_SECONDS = 60  # a finalizing instance that dies blocks the run's report for at most this long
+FINALIZE_BUSY_SECONDS = 15  # how soon a finalize message that found the final step held comes back
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -231,12 +236,42 @@ def finalize(settings: AuditSettings, store: ReportStore, run_id: str, *, queue:
     if len(present) < record["count"] and time.time() < record["deadline"]:
         _requeue(queue, run_id)
         return None
-    try:
-        container.upload_blob(f"{prefix}finalizer", b"", overwrite=False)
-    except ResourceExistsError:
-        log.info("audit run %s is already being finalized by another instance", run_id)
+    if _reported(container, prefix):
         return None
-    return _finalize(settings, store, record, present, publisher)
+    try:
+        with finalizer_lock(store).hold(f"finalizer/{store.container}") as held:
+            if _reported(container, prefix):  # another instance finished it while this one waited for its message
+                return None
+            held.ensure()
+            report = _finalize(settings, store, record, present, publisher)
+            container.upload_blob(f"{prefix}reported", b"", overwrite=True)
+            return report
+    except LockBusy:
+        # Another instance is finalizing (this run or another): look again later. If that instance dies, its lease lapses
+        # within FINALIZER_LEASE_SECONDS and this run's next finalize message takes over.
+        log.info("audit run %s: another instance holds the final step; looking again in %d s", run_id, FINALIZE_BUSY_SECONDS)
+        _requeue(queue, run_id, delay=FINALIZE_BUSY_SECONDS)
+        return None
+
+
+def finalizer_lock(store: ReportStore) -> BlobLeaseLock:
+    """The final step's lock: one lease blob per report container, renewed while held, lapsing when its holder dies."""
+    key = (id(store.service), store.container)
+    with _clients_lock:
+        lock = _finalizer_locks.get(key)
+        if lock is None:
+            lock = _finalizer_locks[key] = BlobLeaseLock(store.service, container=store.container,
+                                                         lease_seconds=FINALIZER_LEASE_SECONDS, wait_seconds=0, shards=1)
+        return lock
+
+
+def _reported(container: Any, prefix: str) -> bool:
+    try:
+        container.get_blob_client(f"{prefix}reported").get_blob_properties()
+    except ResourceNotFoundError:
+        return False
+    log.info("audit run %s is already reported", prefix.split("/")[1])
+    return True
 
 
 def _count_done(store: ReportStore, message: dict[str, Any], result: ItemResult | None = None) -> int:

@@ -3,6 +3,7 @@ report as a single run, and enforce's cap and one pool per cluster held with sev
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -13,6 +14,7 @@ from typing import Any
 
 import azure.functions as func
 import pytest
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
 from emulator import Emulator
 from emulator.funchost import FunctionsHost
@@ -150,6 +152,32 @@ def test_earlier_remediations_too_many_for_a_message_travel_in_a_blob_and_are_ve
     names = [b.name for b in blob_service_client().get_container_client("audit-test").list_blobs(
         name_starts_with=f"runs/{record['run_id']}/pending/")]
     assert len(names) == 2  # one per message
+
+
+def test_a_final_step_whose_instance_died_is_taken_over_once_its_lease_lapses_and_a_reported_run_is_left_alone(
+        fleet: Emulator, workers, monkeypatch: pytest.MonkeyPatch):
+    from shared.audit import fanout
+    from shared.audit.report import ReportStore
+    from shared.audit.settings import AuditSettings
+    from shared.settings import Env
+
+    monkeypatch.setattr(fanout, "FINALIZE_BUSY_SECONDS", 1)
+    store = ReportStore(blob_service_client(), "audit-test")
+    dead = store.blobs().get_blob_client("finalizer/shard-0000")
+    with contextlib.suppress(ResourceExistsError, HttpResponseError):
+        dead.upload_blob(b"", overwrite=False)
+    dead.acquire_lease(lease_duration=15)  # an instance that took the final step and died: nobody renews or releases it
+    taken = time.monotonic()
+    workers(2)
+    record = start_run(settings(AUTOPILOT_AUDIT_FANOUT="true"))
+    report = wait_for_report(record["run_id"], limit=60)
+    assert time.monotonic() - taken >= 14  # not before the dead holder's lease lapsed
+    assert report["summary"]["total"] > 0
+    again = fanout.handle_message(AuditSettings.from_env(Env(settings_env())), {"kind": "finalize", "run": record["run_id"]},
+                                  store=store, publisher=None)
+    assert again is None
+    reports = [b.name for b in store.blobs().list_blobs(name_starts_with="reports/") if record["run_id"] in b.name]
+    assert len(reports) == 2  # its JSON and Markdown, once
 
 
 def test_batches_cover_the_plan_in_order_and_auto_size_keeps_instances_busy():
