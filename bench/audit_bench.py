@@ -133,8 +133,13 @@ def queue_worker(endpoints_path: str, concurrency: int) -> None:
     invocations = host.invocations_of("audit_work_item")
     host.stop()
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    items = [i for i in invocations if "finalize" not in i.payload]
+    finals = [i for i in invocations if i not in items and i.ended - i.started > 0.5]  # a finalize that did the report
     print(json.dumps({"invocations": len(invocations), "failed": sum(1 for i in invocations if not i.succeeded),
-                      "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}))
+                      "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                      "items": {"first_start": min((i.started for i in items), default=0),
+                                "last_end": max((i.ended for i in items), default=0)},
+                      "finalize": [{"start": i.started, "end": i.ended} for i in finals]}))
 
 
 def queue_plan(endpoints_path: str, concurrency: int) -> None:
@@ -164,6 +169,7 @@ def run_queue_variant(endpoints_path: str, endpoints: dict[str, Any], args: argp
             if (w.stdout.readline() if w.stdout else "").strip() != "ready":
                 raise RuntimeError("a queue worker did not start")
         t0 = time.perf_counter()
+        epoch0 = time.time()
         planned = subprocess.run([sys.executable, __file__, "--queue-plan", "--endpoints", endpoints_path, "--concurrency",
                                   str(args.concurrency)], cwd=REPO, capture_output=True, text=True, timeout=600)
         if planned.returncode != 0:
@@ -185,6 +191,10 @@ def run_queue_variant(endpoints_path: str, endpoints: dict[str, Any], args: argp
             out, _ = w.communicate("", timeout=120)
             stats.append(json.loads(out.strip().splitlines()[-1]) if out.strip() else {})
     s = report["summary"]
+    for w in stats:  # when each worker's items ran and the final step, in seconds from the planner's start
+        for key in ("first_start", "last_end"):
+            w.get("items", {})[key] = round(w.get("items", {}).get(key, epoch0) - epoch0, 1)
+        w["finalize"] = [{k: round(v - epoch0, 1) for k, v in f.items()} for f in w.get("finalize", [])]
     return {"pools": s["total"] - s["by_state"].get("error", 0), "error_rows": s["by_state"].get("error", 0),
             "remediable": s["by_state"].get("remediable", 0), "remediated": 0, "by_state": s["by_state"],
             "wall_s": round(wall, 2), "planner": plan, "workers": stats,
@@ -224,7 +234,12 @@ def _arm_counts(endpoints: dict[str, Any], mark: int) -> dict[str, Any]:
     for r in log:
         key = f"{r['method']} {r['endpoint_class']}"
         by_kind[key] = by_kind.get(key, 0) + 1
-    return {"arm_requests": len(log), "arm_requests_by_kind": dict(sorted(by_kind.items()))}
+    first = min((r["ts"] for r in log), default=0.0)
+    per_5s: dict[int, int] = {}
+    for r in log:  # throughput over the run: where it was latency-bound, where it idled
+        per_5s[int((r["ts"] - first) // 5)] = per_5s.get(int((r["ts"] - first) // 5), 0) + 1
+    return {"arm_requests": len(log), "arm_requests_by_kind": dict(sorted(by_kind.items())),
+            "arm_requests_per_5s": [per_5s.get(i, 0) for i in range(max(per_5s, default=-1) + 1)]}
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -27,6 +27,7 @@ class TokenAuthority:
         self.tenant_id = tenant_id
         self._key = key or secrets.token_bytes(32)
         self.issued: list[str] = []  # every token handed out, so tests can prove none leaks into logs
+        self._verified: dict[str, dict[str, Any]] = {}  # token → claims, once its signature checked (expiry checked every time)
 
     def mint(self, claims: dict[str, Any], ttl_seconds: int) -> str:
         now = int(time.time())
@@ -39,7 +40,21 @@ class TokenAuthority:
         return token
 
     def verify(self, token: str) -> dict[str, Any] | None:
-        """Claims of a valid, unexpired token this authority minted; None otherwise."""
+        """Claims of a valid, unexpired token this authority minted; None otherwise. A token's signature is checked once
+        (every request of a run carries one of a few tokens); its expiry on every call."""
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._check_signature(token)
+            if claims is None:
+                return None
+            if len(self._verified) >= 4096:
+                self._verified.clear()
+            self._verified[token] = claims
+        if claims.get("exp", 0) < time.time():
+            return None
+        return claims
+
+    def _check_signature(self, token: str) -> dict[str, Any] | None:
         try:
             head, body, sig = token.split(".")
             expected = hmac.new(self._key, f"{head}.{body}".encode(), hashlib.sha256).digest()
@@ -48,9 +63,7 @@ class TokenAuthority:
             claims = json.loads(_unb64(body))
         except (ValueError, json.JSONDecodeError):
             return None
-        if claims.get("exp", 0) < time.time():
-            return None
-        return claims
+        return claims if isinstance(claims, dict) else None
 
 
 def bearer(header_value: str | None) -> str | None:

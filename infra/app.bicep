@@ -59,6 +59,28 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   }
 }
 
+// The fanned-out audit's run records (runs/<run>/: plan, per-message records, counts) are read only while their run is
+// open; a run whose finalizer died is never reported, so nothing else would remove its record.
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'expire-audit-run-records'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: { blobTypes: [ 'blockBlob', 'appendBlob' ], prefixMatch: [ '${containers.audit}/runs/' ] }
+            actions: { baseBlob: { delete: { daysAfterModificationGreaterThan: 7 } } }
+          }
+        }
+      ]
+    }
+  }
+}
+
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -136,6 +158,7 @@ var autopilotSettings = {
   AUTOPILOT_AUDIT_UNSUPPORTED_OS_SKUS: 'Ubuntu2404,AzureLinux3'
   AUTOPILOT_AUDIT_ARM64_VM_SIZES: ''
   AUTOPILOT_AUDIT_FANOUT: 'false'
+  AUTOPILOT_AUDIT_FANOUT_BATCH: '0'
   AUTOPILOT_AUDIT_MIN_KUBERNETES: '1.25'
   AUTOPILOT_AUDIT_CONCURRENCY: '8'
   AUTOPILOT_AUDIT_LRO_BUDGET_SECONDS: '120'

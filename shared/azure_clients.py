@@ -192,13 +192,13 @@ def _bounded_transport_class() -> type:
     from urllib3.util.retry import Retry
 
     class _Adapter(HTTPAdapter):
-        """Sets a pool's CA once, not on every request (two filesystem stats per request otherwise), and works out a host's
-        pool key once (requests parses the URL and stats the CA bundle path for it on every request)."""
+        """Sets a pool's CA once, not on every request (two filesystem stats per request otherwise), and works out a
+        request's connection pool once per origin."""
 
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self._verified: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
-            self._pool_keys: dict[tuple[str, Any, Any], tuple[dict[str, Any], dict[str, Any]]] = {}
+            self._pool_keys: dict[tuple[Any, Any, Any], tuple[dict[str, Any], dict[str, Any]]] = {}
 
         def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
             if self._verified.get(conn) == (verify, cert):
@@ -207,14 +207,17 @@ def _bounded_transport_class() -> type:
             self._verified[conn] = (verify, cert)
 
         def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
-            # the key depends on the scheme, host and port (the URL up to its path) and the TLS settings only
-            origin = "/".join(str(request.url).split("/", 3)[:3])
-            key = (origin, verify, cert if not isinstance(cert, list) else tuple(cert))
+            """Once per origin and TLS settings (requests' documented override point): requests would otherwise parse
+            the URL and stat the CA bundle path (is it a directory?) on every request."""
+            url = request.url or ""
+            end = url.find("/", url.find("://") + 3)
+            key = (url if end < 0 else url[:end], verify, cert if not isinstance(cert, list) else tuple(cert))
             found = self._pool_keys.get(key)
             if found is None:
                 found = super().build_connection_pool_key_attributes(request, verify, cert)
-                if len(self._pool_keys) < 64:  # a handful of hosts per client; never grows without bound
-                    self._pool_keys[key] = found
+                if len(self._pool_keys) >= 256:
+                    self._pool_keys.clear()
+                self._pool_keys[key] = found
             return dict(found[0]), dict(found[1])
 
     class _Session(Session):

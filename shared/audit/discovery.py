@@ -181,15 +181,20 @@ def json_pages(client: Any, path: str, arm_endpoint: str) -> Iterator[dict[str, 
             params = {k: v for k, v in urllib.parse.parse_qs(parsed.query).items()}
             params["api-version"] = [api_version]
             request = HttpRequest("GET", urllib.parse.urljoin(next_link, parsed.path), params=params)
-        response = client.send_request(request)
+        # The pipeline response: its ContentDecodePolicy has already parsed the JSON body (context "deserialized_data"),
+        # so the page is not parsed a second time here.
+        piped = client.send_request(request, _return_pipeline_response=True)
+        response = piped.http_response
         if response.status_code != 200:
             map_error(status_code=response.status_code, response=response, error_map=_ERROR_MAP)
             raise HttpResponseError(response=response, error_format=ARMErrorFormat)
-        return response
+        return piped
 
-    def extract(response: Any) -> tuple[str | None, Iterator[dict[str, Any]]]:
+    def extract(piped: Any) -> tuple[str | None, Iterator[dict[str, Any]]]:
         try:
-            body = json.loads(response.content)
+            body = piped.context.get("deserialized_data")
+            if body is None:
+                body = json.loads(piped.http_response.content)
             value = list(body.get("value") or [])
         except (ValueError, AttributeError, TypeError) as exc:
             raise DeserializationError(f"list page is not the JSON ARM sends: {exc}") from None

@@ -1,19 +1,20 @@
-"""The audit fanned out over the Storage queue: plan → one message per work item → workers → one run record → final step.
+"""The audit fanned out over the Storage queue: plan → one message per batch of work items → workers → one run record → final step.
 
-- `start_run` (the timer): plans the run, writes `runs/<run>/plan.json`, puts one message per subscription on the queue
-  `autopilot-audit`, and one `finalize` message that comes back every few seconds until every item is in (the worker
-  whose item completes the count on `runs/<run>/done`, an append blob, sends one at once).
+- `start_run` (the timer): plans the run, writes `runs/<run>/plan.json`, puts one message per batch of consecutive
+  subscriptions (`AUTOPILOT_AUDIT_FANOUT_BATCH`) on the queue `autopilot-audit`, and one `finalize` message that comes
+  back every few seconds until every message is recorded (the worker whose message completes the count on
+  `runs/<run>/done`, an append blob, sends one at once).
 - `handle_message` (the queue-triggered function, on any number of instances): an item message discovers and classifies
-  one subscription and writes `runs/<run>/items/<index>.json` (compact rows, remediation targets); writing it again on a
-  redelivery changes nothing. A finalize message, once all items are in (or the run budget is spent), claims the run
-  (`runs/<run>/finalizer`, created only if absent: one winner), remediates in enforce mode — so the cap and one pool per
-  cluster hold across workers — and streams the report from the records in plan order.
+  its subscriptions and writes `runs/<run>/items/<index>.json` (compact rows, remediation targets); writing it again on a
+  redelivery changes nothing. A finalize message, once all items are in (or the run budget is spent), takes the final
+  step's lease (`finalizer/shard-0000`, renewed while held, lapsing if its holder dies), remediates in enforce mode — so
+  the cap and one pool per cluster hold across workers — streams the report from the records in plan order and marks
+  the run `runs/<run>/reported`; a finalize message for a reported run does nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import threading
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from shared.deadline import Deadline
+from shared.locks import BlobLeaseLock, LockBusy
 
 from .discovery import Clients, error_row, plan
 from .items import ItemResult, ItemRunner, Target
@@ -50,9 +52,16 @@ from .settings import AuditSettings
 log = logging.getLogger("autopilot.audit.fanout")
 QUEUE_NAME = "autopilot-audit"  # the agreed work queue (poison messages go to autopilot-audit-poison)
 FINALIZE_POLL_SECONDS = 5  # how soon an unfinished run's finalize message comes back
-WORKER_BATCH = 8  # host.json extensions.queues.batchSize: invocations one worker runs at once
-_worker_clients: dict[tuple[Any, int], Clients] = {}
+# A message may hold 64 KiB and the host base64-encodes it (host.json messageEncoding): 48 KiB of JSON. A batch whose
+# pending remediations would not fit sends them in a blob instead.
+MESSAGE_LIMIT = 48 * 1024
+AUTO_BATCH_MESSAGES = 100  # auto batch size: at least this many messages per run (every instance's batch stays full) ...
+AUTO_BATCH_MAX = 10  # ... and at most this many subscriptions per message (one invocation's deadline covers them)
+_worker_clients: dict[tuple[Any, int], tuple[Clients, ThreadPoolExecutor]] = {}
 _clients_lock = threading.Lock()
+_finalizer_locks: dict[tuple[int, str], BlobLeaseLock] = {}
+FINALIZER_LEASE_SECONDS = 60  # a finalizing instance that dies blocks the run's report for at most this long
+FINALIZE_BUSY_SECONDS = 15  # how soon a finalize message that found the final step held comes back
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -90,19 +99,48 @@ def start_run(settings: AuditSettings, *, store: ReportStore | None = None, queu
     finally:
         clients.close()
     run_id = uuid.uuid4().hex[:12]
+    batch = batch_size(settings.fanout_batch, len(work))
     record: dict[str, Any] = {"run_id": run_id, "started_at": _iso(started), "mode": settings.mode, "effective_mode": effective,
-              "notes": notes, "deadline": time.time() + settings.run_budget_seconds, "count": len(work),
-              "items": [w.as_dict() for w in work], "errors": [r.as_dict() for r in errors]}
+              "notes": notes, "deadline": time.time() + settings.run_budget_seconds, "count": -(-len(work) // batch),
+              "batch": batch, "items": [w.as_dict() for w in work], "errors": [r.as_dict() for r in errors]}
     container = store.blobs()
     container.upload_blob(f"{run_prefix(run_id)}plan.json", _compact(record), overwrite=True)
     container.get_blob_client(f"{run_prefix(run_id)}done").create_append_blob()
-    for index, item in enumerate(work):
-        queue.send_message(json.dumps({
-            "kind": "item", "run": run_id, "index": index, "count": len(work), "item": item.as_dict(), "mode": effective,
-            "pending": [p.as_dict() for p in pending.get(item.subscription_id, [])]}))
+    for index, message in enumerate(work_messages(run_id, work, record["batch"], effective, pending)):
+        text = json.dumps(message)
+        if len(text) > MESSAGE_LIMIT:  # many earlier remediations still running: they travel in a blob
+            name = f"{run_prefix(run_id)}pending/{index:06d}.json"
+            container.upload_blob(name, _compact(message.pop("pending")), overwrite=True)
+            text = json.dumps({**message, "pending_blob": name})
+        queue.send_message(text)
     queue.send_message(json.dumps({"kind": "finalize", "run": record["run_id"]}), visibility_timeout=1)
-    log.info("audit run %s planned: %d work item(s) on queue %s", record["run_id"], len(work), QUEUE_NAME)
+    log.info("audit run %s planned: %d subscription(s) in %d message(s) on queue %s", run_id, len(work), record["count"],
+             QUEUE_NAME)
     return record
+
+
+def batch_size(configured: int, subscriptions: int) -> int:
+    """Subscriptions per work message: the setting, or (0, auto) enough messages to keep every instance busy, at most
+    AUTO_BATCH_MAX each. Fewer messages are fewer storage operations (receive, delete, record, count) per subscription."""
+    if configured > 0:
+        return configured
+    return max(1, min(AUTO_BATCH_MAX, subscriptions // AUTO_BATCH_MESSAGES))
+
+
+def work_messages(run_id: str, work: list[WorkItem], batch: int, mode: str,
+                  pending: dict[str, list[PendingRemediation]]) -> Iterator[dict[str, Any]]:
+    """One message per batch of consecutive work items (plan order), with the earlier remediations to verify in them."""
+    count = -(-len(work) // batch)
+    for index in range(count):
+        items = work[index * batch:(index + 1) * batch]
+        yield {"kind": "item", "run": run_id, "index": index, "count": count, "items": [w.as_dict() for w in items],
+               "mode": mode, "pending": [p.as_dict() for w in items for p in pending.get(w.subscription_id, [])]}
+
+
+def batch_of(record: dict[str, Any], index: int) -> list[dict[str, Any]]:
+    """The plan's work items (as dicts) that message `index` carries."""
+    batch = int(record.get("batch") or 1)
+    return list(record["items"][index * batch:(index + 1) * batch])
 
 
 def handle_message(settings: AuditSettings, message: dict[str, Any], *, store: ReportStore | None = None,
@@ -122,35 +160,51 @@ def handle_message(settings: AuditSettings, message: dict[str, Any], *, store: R
     raise ValueError(f"not an audit work message (kind {kind!r}); expected 'item' or 'finalize'")
 
 
-def worker_clients(settings: AuditSettings) -> Clients:
-    """The worker process's clients, shared by its concurrent invocations (one connection pool, no TLS handshake per
-    message), sized for host.json's batchSize invocations at once."""
+def worker_clients(settings: AuditSettings) -> tuple[Clients, ThreadPoolExecutor]:
+    """The worker process's clients and request threads, shared by all its concurrent invocations (host.json batchSize):
+    one connection pool (no TLS handshake per message) and AUTOPILOT_AUDIT_CONCURRENCY requests in flight per instance,
+    however many invocations run — each invocation's pages queue on the same threads."""
     key = (settings.azure, settings.concurrency)
     with _clients_lock:
-        clients = _worker_clients.get(key)
-        if clients is None:
-            clients = _worker_clients[key] = Clients(settings.azure, item_concurrency(settings) * WORKER_BATCH)
-        return clients
-
-
-def item_concurrency(settings: AuditSettings) -> int:
-    """AUTOPILOT_AUDIT_CONCURRENCY is per instance: a worker runs up to WORKER_BATCH invocations at once, so each gets its
-    share (at least 2): 16 in flight per worker at the default 16. More threads than that only contend for the interpreter
-    and cost CPU per request (profiled: docs/performance.md, "The fanned-out variant: where the CPU goes")."""
-    return max(2, -(-settings.concurrency // WORKER_BATCH))
+        shared = _worker_clients.get(key)
+        if shared is None:
+            shared = _worker_clients[key] = (
+                Clients(settings.azure, settings.concurrency),
+                ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="audit-worker"))
+        return shared
 
 
 def process_item(settings: AuditSettings, store: ReportStore, message: dict[str, Any]) -> ItemResult:
-    item = WorkItem(str(message["item"]["subscription_id"]), str(message["item"].get("display_name") or ""))
-    pending = [PendingRemediation(**p) for p in message.get("pending") or []]
-    deadline = Deadline.after(settings.run_budget_seconds)  # this invocation's: one subscription's requests and retries
-    share = dataclasses.replace(settings, concurrency=item_concurrency(settings))
-    runner = ItemRunner(share, worker_clients(settings), str(message["mode"]), deadline, {item.subscription_id: pending})
-    result = next(iter(runner.run([item])))
+    """Audit a message's work items (in plan order) and write their record: rows, remediation targets, pending ones."""
+    raw_items = message.get("items") or [message["item"]]  # "item": a message queued by a planner before batches
+    items = [WorkItem(str(i["subscription_id"]), str(i.get("display_name") or "")) for i in raw_items]
+    pending: dict[str, list[PendingRemediation]] = {}
+    for p in message_pending(store, message):
+        pending.setdefault(p.subscription_id, []).append(p)
+    deadline = Deadline.after(settings.run_budget_seconds)  # this invocation's: its subscriptions' requests and retries
+    clients, threads = worker_clients(settings)
+    runner = ItemRunner(settings, clients, str(message["mode"]), deadline, pending, executor=threads)
+    result = ItemResult(item=items[0])
+    for part in runner.run(items):
+        result.rows += part.rows
+        result.targets += part.targets
+        result.still_pending += part.still_pending
+        result.clusters += part.clusters
     body = {"rows": [r.as_dict() for r in result.rows], "targets": [t.as_dict() for t, _ in result.targets],
             "still_pending": [p.as_dict() for p in result.still_pending], "clusters": result.clusters}
     store.blobs().upload_blob(item_blob(str(message["run"]), int(message["index"])), _compact(body), overwrite=True)
     return result
+
+
+def message_pending(store: ReportStore, message: dict[str, Any]) -> list[PendingRemediation]:
+    """The earlier remediations a message's subscriptions have running: in the message, or in the blob it names."""
+    raw = message.get("pending") or []
+    name = message.get("pending_blob")
+    if name:
+        if not str(name).startswith(run_prefix(str(message["run"]))):
+            raise ValueError(f"audit message names pending blob {name!r} outside its run's record; not read")
+        raw = json.loads(store.blobs().download_blob(str(name)).readall())
+    return [PendingRemediation(**p) for p in raw]
 
 
 def ordered_map(fn: Callable[[T], R], items: list[T], workers: int) -> Iterator[R]:
@@ -182,12 +236,42 @@ def finalize(settings: AuditSettings, store: ReportStore, run_id: str, *, queue:
     if len(present) < record["count"] and time.time() < record["deadline"]:
         _requeue(queue, run_id)
         return None
-    try:
-        container.upload_blob(f"{prefix}finalizer", b"", overwrite=False)
-    except ResourceExistsError:
-        log.info("audit run %s is already being finalized by another instance", run_id)
+    if _reported(container, prefix):
         return None
-    return _finalize(settings, store, record, present, publisher)
+    try:
+        with finalizer_lock(store).hold(f"finalizer/{store.container}") as held:
+            if _reported(container, prefix):  # another instance finished it while this one waited for its message
+                return None
+            held.ensure()
+            report = _finalize(settings, store, record, present, publisher)
+            container.upload_blob(f"{prefix}reported", b"", overwrite=True)
+            return report
+    except LockBusy:
+        # Another instance is finalizing (this run or another): look again later. If that instance dies, its lease lapses
+        # within FINALIZER_LEASE_SECONDS and this run's next finalize message takes over.
+        log.info("audit run %s: another instance holds the final step; looking again in %d s", run_id, FINALIZE_BUSY_SECONDS)
+        _requeue(queue, run_id, delay=FINALIZE_BUSY_SECONDS)
+        return None
+
+
+def finalizer_lock(store: ReportStore) -> BlobLeaseLock:
+    """The final step's lock: one lease blob per report container, renewed while held, lapsing when its holder dies."""
+    key = (id(store.service), store.container)
+    with _clients_lock:
+        lock = _finalizer_locks.get(key)
+        if lock is None:
+            lock = _finalizer_locks[key] = BlobLeaseLock(store.service, container=store.container,
+                                                         lease_seconds=FINALIZER_LEASE_SECONDS, wait_seconds=0, shards=1)
+        return lock
+
+
+def _reported(container: Any, prefix: str) -> bool:
+    try:
+        container.get_blob_client(f"{prefix}reported").get_blob_properties()
+    except ResourceNotFoundError:
+        return False
+    log.info("audit run %s is already reported", prefix.split("/")[1])
+    return True
 
 
 def _count_done(store: ReportStore, message: dict[str, Any], result: ItemResult | None = None) -> int:
@@ -273,9 +357,9 @@ def _finalize(settings: AuditSettings, store: ReportStore, record: dict[str, Any
         yield [ReportRow.from_dict(r) for r in record["errors"]]
         for index, body in enumerate(ordered_map(read, indices, settings.concurrency)):
             if body is None:
-                item = record["items"][index]
                 yield [error_row(item["subscription_id"], "", "", "work item not processed within the run budget "
-                                 "(AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS); see the autopilot-audit-poison queue", item["display_name"])]
+                                 "(AUTOPILOT_AUDIT_RUN_BUDGET_SECONDS); see the autopilot-audit-poison queue", item["display_name"])
+                       for item in batch_of(record, index)]
                 continue
             rows = [changed.get(str(r.get("resource_id") or "").lower()) or ReportRow.from_dict(r) for r in body["rows"]]
             events.extend(r for r in rows if r.action in ("enabled", "remediation-started", "failed", "verified"))

@@ -159,32 +159,41 @@ class ItemRunner:
     """
 
     def __init__(self, settings: AuditSettings, clients: Clients, effective_mode: str, deadline: Deadline,
-                 pending: dict[str, list[PendingRemediation]] | None = None) -> None:
+                 pending: dict[str, list[PendingRemediation]] | None = None, executor: ThreadPoolExecutor | None = None) -> None:
         self.settings = settings
         self.clients = clients
         self.effective_mode = effective_mode
         self.deadline = deadline  # every request, retry wait and poll of the discovery ends inside it
         self.pending = pending or {}  # earlier remediations to verify, by subscription id
+        # Whose threads send the requests: the runner's own (`concurrency` of them), or an instance-wide pool shared with
+        # other runners (a fan-out worker's concurrent invocations). Its tasks never wait on each other, so sharing is safe.
+        self.executor = executor
 
     def run(self, work: list[WorkItem], progress: Progress | None = None) -> Iterator[ItemResult]:
-        window_size = max(4, 4 * self.settings.concurrency)
+        if self.executor is not None:
+            yield from self._run(self.executor, work, progress)
+            return
         with ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="audit-discovery") as pool:
-            window: deque[Future[ItemResult]] = deque()
-            upcoming = iter(work)
-            for item in upcoming:
-                window.append(self._start(pool, item))
-                if len(window) >= window_size:
-                    break
-            done = 0
-            while window:
-                result = window.popleft().result()
-                following = next(upcoming, None)
-                if following is not None:
-                    window.append(self._start(pool, following))
-                done += 1
-                if progress:
-                    progress("subscriptions", done, len(work))
-                yield result
+            yield from self._run(pool, work, progress)
+
+    def _run(self, pool: ThreadPoolExecutor, work: list[WorkItem], progress: Progress | None) -> Iterator[ItemResult]:
+        window_size = max(4, 4 * self.settings.concurrency)
+        window: deque[Future[ItemResult]] = deque()
+        upcoming = iter(work)
+        for item in upcoming:
+            window.append(self._start(pool, item))
+            if len(window) >= window_size:
+                break
+        done = 0
+        while window:
+            result = window.popleft().result()
+            following = next(upcoming, None)
+            if following is not None:
+                window.append(self._start(pool, following))
+            done += 1
+            if progress:
+                progress("subscriptions", done, len(work))
+            yield result
 
     def _start(self, pool: ThreadPoolExecutor, item: WorkItem) -> Future[ItemResult]:
         done: Future[ItemResult] = Future()

@@ -136,6 +136,7 @@ class AuditSettings:
     shard: tuple[int, int] = (0, 1)  # (index, count): this run audits the subscriptions whose stable hash % count == index
     publish_events: bool = True
     fanout: bool = False  # true: the timer plans and queues the work items; queue-triggered workers audit them
+    fanout_batch: int = 0  # subscriptions per work message; 0: auto (shared.audit.fanout.batch_size)
     pool_source: str = "agentpools"  # agentpools: list each cluster's pools | cluster: the agentPoolProfiles of the cluster list
     topic: TopicSettings | None = None  # where outcome events go (AUTOPILOT_TOPIC_*); None: not published
     azure: AzureSettings = field(default_factory=AzureSettings)
@@ -215,6 +216,7 @@ class AuditSettings:
             shard=(int(shard_match.group(1)), int(shard_match.group(2))),
             publish_events=env.bool("AUTOPILOT_AUDIT_PUBLISH_EVENTS", True),
             fanout=env.bool("AUTOPILOT_AUDIT_FANOUT", False),
+            fanout_batch=env.number("AUTOPILOT_AUDIT_FANOUT_BATCH", 0, int, minimum=0, maximum=100),
             pool_source=env.choice("AUTOPILOT_AUDIT_POOL_SOURCE", ("agentpools", "cluster"), "agentpools"),
             topic=TopicSettings.from_env(env),
             azure=AzureSettings.from_env(env),

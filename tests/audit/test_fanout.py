@@ -3,6 +3,7 @@ report as a single run, and enforce's cap and one pool per cluster held with sev
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -13,6 +14,7 @@ from typing import Any
 
 import azure.functions as func
 import pytest
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
 from emulator import Emulator
 from emulator.funchost import FunctionsHost
@@ -84,15 +86,17 @@ def comparable(report: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in report.items() if k not in VOLATILE}
 
 
-def test_fanned_out_run_gives_the_same_report_as_a_single_run(fleet: Emulator, workers):
+@pytest.mark.parametrize(("batch", "messages"), [("0", 3), ("2", 2)])  # auto: one subscription per message at this size
+def test_fanned_out_run_gives_the_same_report_as_a_single_run(fleet: Emulator, workers, batch: str, messages: int):
+    expected_batch = int(batch) or 1
     from shared.audit.service import run_audit
 
     single = run_audit(settings(), publisher=None)
     single_json = stored_latest()
     single_md = blob_service_client().get_container_client("audit-test").download_blob("latest.md").readall().decode()
     hosts = workers(3)
-    record = start_run(settings(AUTOPILOT_AUDIT_FANOUT="true"))
-    assert record["count"] == 3
+    record = start_run(settings(AUTOPILOT_AUDIT_FANOUT="true", AUTOPILOT_AUDIT_FANOUT_BATCH=batch))
+    assert record["count"] == messages and record["batch"] == expected_batch
     fanned = wait_for_report(record["run_id"])
     assert comparable(fanned) == comparable(single_json)
     assert comparable(stored_latest()) == comparable(single_json)  # latest.json is the fanned-out run's now
@@ -103,14 +107,14 @@ def test_fanned_out_run_gives_the_same_report_as_a_single_run(fleet: Emulator, w
     assert fanned_md == single_md
     assert all(h.wait_queues_idle(15) for h in hosts)
     items = [inv for h in hosts for inv in h.invocations_of("audit_work_item")]
-    assert sum(1 for inv in items if inv.succeeded) >= 4  # three items and at least one finalize
+    assert sum(1 for inv in items if inv.succeeded) >= messages + 1  # the work messages and at least one finalize
 
 
-@pytest.mark.parametrize("cap", [1, 10])
-def test_cap_and_one_pool_per_cluster_hold_across_workers(fleet: Emulator, workers, cap: int):
+@pytest.mark.parametrize(("cap", "batch"), [(1, "1"), (10, "1"), (10, "2")])
+def test_cap_and_one_pool_per_cluster_hold_across_workers(fleet: Emulator, workers, cap: int, batch: str):
     workers(3, AUTOPILOT_AUDIT_MODE="enforce", AUTOPILOT_AUDIT_MAX_REMEDIATIONS=str(cap))
     record = start_run(settings(AUTOPILOT_AUDIT_FANOUT="true", AUTOPILOT_AUDIT_MODE="enforce",
-                               AUTOPILOT_AUDIT_MAX_REMEDIATIONS=str(cap)))
+                               AUTOPILOT_AUDIT_MAX_REMEDIATIONS=str(cap), AUTOPILOT_AUDIT_FANOUT_BATCH=batch))
     report = wait_for_report(record["run_id"])
     touched = writes(fleet)
     assert len(touched) == min(cap, len(ENFORCEABLE)) and set(touched) <= ENFORCEABLE
@@ -125,6 +129,72 @@ def test_cap_and_one_pool_per_cluster_hold_across_workers(fleet: Emulator, worke
     for ws in by_cluster.values():  # a cluster's second write only after its first operation ended
         for first, second in itertools.pairwise(ws):
             assert ops[first.operation_id].end is not None and ops[first.operation_id].end <= second.ts
+
+
+def test_earlier_remediations_too_many_for_a_message_travel_in_a_blob_and_are_verified(fleet: Emulator, workers,
+                                                                                       monkeypatch: pytest.MonkeyPatch):
+    from shared.audit import fanout
+    from shared.audit.service import run_audit
+
+    from .test_audit_emulator import pool_of, wait_until
+
+    enforce = {"AUTOPILOT_AUDIT_MODE": "enforce", "AUTOPILOT_AUDIT_LRO_BUDGET_SECONDS": "0"}
+    first = run_audit(settings(**enforce), publisher=None)  # leaves two remediations running (one per cluster)
+    started = {(p.cluster, p.pool) for p in first.pending}
+    assert len(started) == 2
+    for cluster, pool in started:
+        wait_until(lambda c=cluster, p=pool: pool_of(fleet, c, p).provisioning_state == "Succeeded", f"{cluster}/{pool} to settle")
+    monkeypatch.setattr(fanout, "MESSAGE_LIMIT", 0)  # every message is "too big": its pending list goes to a blob
+    workers(2, **enforce)
+    record = start_run(settings(AUTOPILOT_AUDIT_FANOUT="true", AUTOPILOT_AUDIT_FANOUT_BATCH="2", **enforce))
+    report = wait_for_report(record["run_id"])
+    assert {(r["cluster"], r["pool"]) for r in report["rows"] if r["action"] == "verified"} == started
+    names = [b.name for b in blob_service_client().get_container_client("audit-test").list_blobs(
+        name_starts_with=f"runs/{record['run_id']}/pending/")]
+    assert len(names) == 2  # one per message
+
+
+def test_a_final_step_whose_instance_died_is_taken_over_once_its_lease_lapses_and_a_reported_run_is_left_alone(
+        fleet: Emulator, workers, monkeypatch: pytest.MonkeyPatch):
+    from shared.audit import fanout
+    from shared.audit.report import ReportStore
+    from shared.audit.settings import AuditSettings
+    from shared.settings import Env
+
+    monkeypatch.setattr(fanout, "FINALIZE_BUSY_SECONDS", 1)
+    store = ReportStore(blob_service_client(), "audit-test")
+    dead = store.blobs().get_blob_client("finalizer/shard-0000")
+    with contextlib.suppress(ResourceExistsError, HttpResponseError):
+        dead.upload_blob(b"", overwrite=False)
+    dead.acquire_lease(lease_duration=15)  # an instance that took the final step and died: nobody renews or releases it
+    taken = time.monotonic()
+    workers(2)
+    record = start_run(settings(AUTOPILOT_AUDIT_FANOUT="true"))
+    report = wait_for_report(record["run_id"], limit=60)
+    assert time.monotonic() - taken >= 14  # not before the dead holder's lease lapsed
+    assert report["summary"]["total"] > 0
+    again = fanout.handle_message(AuditSettings.from_env(Env(settings_env())), {"kind": "finalize", "run": record["run_id"]},
+                                  store=store, publisher=None)
+    assert again is None
+    reports = [b.name for b in store.blobs().list_blobs(name_starts_with="reports/") if record["run_id"] in b.name]
+    assert len(reports) == 2  # its JSON and Markdown, once
+
+
+def test_batches_cover_the_plan_in_order_and_auto_size_keeps_instances_busy():
+    from shared.audit.fanout import batch_of, batch_size, work_messages
+    from shared.audit.model import PendingRemediation, WorkItem
+
+    assert [batch_size(0, n) for n in (1, 150, 1000, 50_000)] == [1, 1, 10, 10]
+    assert batch_size(3, 1000) == 3
+    work = [WorkItem(f"sub-{i}", f"S{i}") for i in range(7)]
+    pending = {"sub-4": [PendingRemediation("/x", "sub-4", "rg", "c", "p", "2026-12-01T00:00:00Z")]}
+    messages = list(work_messages("run1", work, 3, "enforce", pending))
+    assert [m["count"] for m in messages] == [3, 3, 3]
+    assert [[i["subscription_id"] for i in m["items"]] for m in messages] == [
+        ["sub-0", "sub-1", "sub-2"], ["sub-3", "sub-4", "sub-5"], ["sub-6"]]
+    assert [len(m["pending"]) for m in messages] == [0, 1, 0]
+    record = {"batch": 3, "items": [w.as_dict() for w in work]}
+    assert [i["subscription_id"] for i in batch_of(record, 2)] == ["sub-6"]
 
 
 def test_the_final_step_skips_only_records_that_every_recording_says_have_nothing_to_remediate():
@@ -144,12 +214,15 @@ def test_the_final_step_skips_only_records_that_every_recording_says_have_nothin
     assert plain_items(done) == {0: 3, 4: 1}
 
 
-def test_audit_concurrency_is_per_worker_instance_shared_by_its_batch():
-    from types import SimpleNamespace
+def test_audit_concurrency_is_per_worker_instance_shared_by_its_invocations():
+    from shared.audit.fanout import worker_clients
+    from shared.audit.settings import AuditSettings
+    from shared.settings import Env
 
-    from shared.audit.fanout import WORKER_BATCH, item_concurrency
+    from .test_audit_emulator import BASE_ENV
 
-    assert WORKER_BATCH == 8  # host.json batchSize
-    assert item_concurrency(SimpleNamespace(concurrency=16)) * WORKER_BATCH == 16  # 2 threads per invocation
-    assert item_concurrency(SimpleNamespace(concurrency=64)) == 8
-    assert item_concurrency(SimpleNamespace(concurrency=4)) == 2  # never fewer than 2: a subscription's pages overlap
+    sixteen = AuditSettings.from_env(Env({**BASE_ENV, "AUTOPILOT_AUDIT_CONCURRENCY": "16"}))
+    clients, threads = worker_clients(sixteen)
+    assert worker_clients(sixteen) == (clients, threads)  # every invocation of the instance: the same pool and threads
+    assert threads._max_workers == 16 and clients.profile.pool_size >= 16
+    assert worker_clients(AuditSettings.from_env(Env({**BASE_ENV, "AUTOPILOT_AUDIT_CONCURRENCY": "4"})))[1]._max_workers == 4

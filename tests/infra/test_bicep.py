@@ -111,6 +111,15 @@ def test_storage_has_the_agreed_containers_and_queues_and_no_keys(bicep: dict[st
     assert resources(bicep, "app.bicep")["insights"]["config"]["properties"]["DisableLocalAuth"] is True
 
 
+def test_audit_run_records_expire_and_nothing_else_does(bicep: dict[str, Any]) -> None:
+    policy = resources(bicep, "app.bicep")["lifecycle"]["config"]["properties"]["policy"]
+    rules = policy["rules"]
+    assert [r["name"] for r in rules] == ["expire-audit-run-records"]
+    definition = rules[0]["definition"]
+    assert re.fullmatch(r".*audit.*/runs/", str(definition["filters"]["prefixMatch"][0]))  # only the run records
+    assert definition["actions"]["baseBlob"]["delete"]["daysAfterModificationGreaterThan"] >= 1
+
+
 def test_audit_role_has_exactly_the_aks_actions_and_write_only_for_enforce() -> None:
     text = (INFRA / "audit-roles.bicep").read_text()
     assert set(re.findall(r"'(Microsoft\.[A-Za-z./]+)'", text)) == {
