@@ -228,15 +228,15 @@ def finalize(settings: AuditSettings, store: ReportStore, run_id: str, *, queue:
              publisher: Any = AUTO) -> AuditReport | None:
     """The final step: once every item is recorded (or the run budget is spent), one instance turns the record into
     the remediation plan and the report. Returns None when it is not time yet (a new finalize message is queued) or another
-    instance has the run."""
+    instance has the final step, and when the run is already reported (one request: the run record is not read)."""
     container = store.blobs()
     prefix = run_prefix(run_id)
+    if _reported(container, prefix):
+        return None
     record = json.loads(container.download_blob(f"{prefix}plan.json").readall())
     present = {b.name for b in container.list_blobs(name_starts_with=f"{prefix}items/")}
     if len(present) < record["count"] and time.time() < record["deadline"]:
         _requeue(queue, run_id)
-        return None
-    if _reported(container, prefix):
         return None
     try:
         with finalizer_lock(store).hold(f"finalizer/{store.container}") as held:
